@@ -1,0 +1,10 @@
+"""Models: DiT, U-ViT, HDiT, multi-patch DiT and their ELIT versions, behind a timm-like registry."""
+
+from elit_bench.models.backbones import DiT, HDiT, MultiPatchDiT, UViT, param_count
+from elit_bench.models.elit import ELIT, LatentInterface, ReadLayer, WriteLayer
+from elit_bench.models.registry import create_model, list_models, register_model
+
+__all__ = [
+    "DiT", "UViT", "HDiT", "MultiPatchDiT", "ELIT", "LatentInterface", "ReadLayer", "WriteLayer",
+    "create_model", "list_models", "register_model", "param_count",
+]
