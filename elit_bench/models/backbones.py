@@ -224,12 +224,15 @@ class Backbone(nn.Module):
     def unembed(self, x, c, layout: Grid, state: dict) -> torch.Tensor:
         return self.final_layers[state["patch"]](x, c, layout.shape)
 
-    def forward(self, x, t, y, budget=None, patch_size=None):
+    def trunk(self, tokens, c, grid: Grid, state: dict, budget=None, generator=None):
+        """All blocks, embedded tokens in, tokens out (B, L, d); TeaCache caches its residual."""
         if budget is not None:
             raise UserError(f"{type(self).__name__} has no latent interface: budget must be None")
+        return self.run_blocks(tokens, c, grid, 0, self.depth, state)[0]
+
+    def forward(self, x, t, y, budget=None, patch_size=None, generator=None):
         tokens, c, grid, state = self.embed(x, t, y, patch_size)
-        tokens, grid = self.run_blocks(tokens, c, grid, 0, self.depth, state)
-        return self.unembed(tokens, c, grid, state)
+        return self.unembed(self.trunk(tokens, c, grid, state, budget, generator), c, grid, state)
 
     # -- analytic FLOPs, walking the same blocks and ops
     def macs_embed(self, input_shape, patch_size=None) -> tuple[dict[str, int], Grid]:

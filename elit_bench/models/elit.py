@@ -215,6 +215,7 @@ class ELIT(nn.Module):
     hidden_size = property(lambda self: self.backbone.hidden_size)
     depth = property(lambda self: self.backbone.depth)
     max_budget = property(lambda self: self.interface.latents_per_group)
+    t_embedder = property(lambda self: self.backbone.t_embedder)
 
     def _group_pos(self, grid: Grid):
         pos = self.backbone.pos_embed
@@ -222,15 +223,27 @@ class ELIT(nn.Module):
             return None
         return to_groups(pos, grid, self.interface.group_size).mean(dim=1)
 
-    def forward(self, x, t, y, budget=None, patch_size=None, generator=None):
+    def embed(self, x, t, y, patch_size=None):
+        return self.backbone.embed(x, t, y, patch_size)
+
+    def unembed(self, tokens, c, grid, state):
+        return self.backbone.unembed(tokens, c, grid, state)
+
+    def trunk(self, s, c, grid: Grid, state: dict, budget=None, generator=None):
+        """Spatial head -> Read -> latent core -> Write -> spatial tail: tokens (B, N, d) in and out.
+
+        generator: the random source for random dropping (global RNG when None).
+        """
         bb, (b_in, b_core, _) = self.backbone, self.blocks
-        s, c, grid, state = bb.embed(x, t, y, patch_size)
         s, grid = bb.run_blocks(s, c, grid, 0, b_in, state)
         latents, layout = self.interface.read_latents(s, c, grid, budget, self._group_pos(grid), generator)
         latents, layout = bb.run_blocks(latents, c, layout, b_in, b_in + b_core, state)
         s = self.interface.write_latents(s, latents, grid, layout)
-        s, grid = bb.run_blocks(s, c, grid, b_in + b_core, bb.depth, state)
-        return bb.unembed(s, c, grid, state)
+        return bb.run_blocks(s, c, grid, b_in + b_core, bb.depth, state)[0]
+
+    def forward(self, x, t, y, budget=None, patch_size=None, generator=None):
+        tokens, c, grid, state = self.embed(x, t, y, patch_size)
+        return self.unembed(self.trunk(tokens, c, grid, state, budget, generator), c, grid, state)
 
     def macs(self, input_shape=None, budget=None, patch_size=None) -> dict[str, int]:
         """Forward MACs per sample by component; the analytic twin of forward()."""

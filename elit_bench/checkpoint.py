@@ -1,0 +1,61 @@
+"""Checkpoints and other artifacts: atomic writes, safe loads, models rebuilt from their config.
+
+A checkpoint is a dict with at least `model` (state dict), `ema` (state
+dict), `step` and `config` (the resolved run config; `config["model"]` names
+the registry entry and `config["model_kwargs"]` its `create_model` overrides).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from elit_bench.errors import UserError
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call write(tmp_path) then rename over `path`: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_checkpoint(path, obj: dict) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load with `weights_only=True` (checkpoints are untrusted files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist (expected a .pt file written by `elit-bench train`)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupted or not a checkpoint
+        raise UserError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+
+
+def model_from_checkpoint(ckpt: dict, ema: bool = True, device="cpu"):
+    """Rebuild the model named in the checkpoint's config and load its (EMA) weights."""
+    from elit_bench.models import create_model
+
+    config = ckpt.get("config") or {}
+    if "model" not in config:
+        raise UserError("checkpoint has no config['model']: it was not written by elit-bench train")
+    model = create_model(config["model"], **config.get("model_kwargs", {}))
+    key = "ema" if ema and ckpt.get("ema") is not None else "model"
+    model.load_state_dict(ckpt[key])
+    return model.to(device).eval()
