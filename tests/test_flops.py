@@ -92,6 +92,15 @@ def test_flops_cli_json(capsys):
     assert out["measured_forward_gflops"] == pytest.approx(out["forward_gflops"], rel=1e-9)
 
 
+def test_flops_cli_prints_ccfg_ratio(capsys):
+    assert main(["flops", "ELIT-DiT-XL/2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    with torch.device("meta"):
+        model = create_model("ELIT-DiT-XL/2", resolution=256)
+    expected = (forward_flops(model, 16) + forward_flops(model, 4)) / (2 * forward_flops(model, 16))
+    assert out["guide_budget"] == 4 and out["ccfg_vs_cfg"] == pytest.approx(expected)
+
+
 def test_flops_cli_paper_prints_every_row(capsys):
     assert main(["flops", "--paper"]) == 0
     out = capsys.readouterr().out

@@ -70,8 +70,12 @@ def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch
         measured = sum(measure_forward_flops(model, b, device="meta") for b in budgets) / len(budgets)
         out["measured_forward_gflops"] = measured / 1e9
     if model.max_budget is not None:
-        full = forward_flops(model)
-        out["relative_to_full_budget"] = fwd / full
+        from elit_bench.flow.guidance import guidance_flops_ratio
+
+        out["relative_to_full_budget"] = fwd / forward_flops(model)
+        main = budgets[-1] or model.max_budget
+        out["guide_budget"] = max(1, main // 4)
+        out["ccfg_vs_cfg"] = guidance_flops_ratio(model, "ccfg", main, out["guide_budget"])
     return out
 
 
@@ -95,6 +99,7 @@ def cmd_flops(args) -> int:
         print(f"  measured forward  {out['measured_forward_gflops']:.2f} GFLOPs / sample (torch flop_counter)")
     if "relative_to_full_budget" in out:
         print(f"  vs full budget    {out['relative_to_full_budget']:.3f}x")
+        print(f"  CCFG vs CFG       {out['ccfg_vs_cfg']:.3f}x sampling FLOPs (guide budget J_w = {out['guide_budget']})")
     return 0
 
 

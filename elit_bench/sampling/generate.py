@@ -1,0 +1,414 @@
+"""Sample sets: seeded, sharded over processes, resumable, recorded.
+
+Reproducibility (edm2 style): sample i of a set is drawn from its own
+`torch.Generator` seeded with the seed i. It draws, in order, the noise
+(C, *S), then the class label (uniform over the classes) unless labels are
+given (`class_labels`, cycled over the set's positions), then whatever random
+latents the model keeps (ELIT random dropping). A set therefore does not
+depend on the batch size or the number of processes. Under `torchrun`
+(WORLD_SIZE > 1) rank r takes every world-th pending seed; rank 0 merges.
+
+Layout of the output directory OUT:
+
+- `settings.json`: what decides the samples (checkpoint hash, sampler,
+  guidance, budgets, TeaCache, seeds, labels). A rerun into the same OUT
+  with other settings is refused rather than mixing two sets.
+- `parts/part-<first seed>-<count>.npz`: finished batches (seeds, labels,
+  uint8 images), each written atomically: a killed run loses at most the
+  batches in flight, and a rerun of the same command samples only the seeds
+  no part holds.
+- `samples.npz` (ADM layout: `arr_0` uint8 (N, H, W, 3) or (N, T, H, W, 3),
+  `labels` (N,)), optional `grid.png`, then `samples.json`, the record and the
+  done marker; the parts are removed once merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+import elit_bench
+from elit_bench.checkpoint import atomic_write, load_checkpoint, model_from_checkpoint
+from elit_bench.errors import UserError
+from elit_bench.flow.guidance import (
+    Evaluation,
+    Guidance,
+    GuidedVelocity,
+    build_plan,
+    plan_flops,
+    skipped_evaluations,
+)
+from elit_bench.flow.sampling import DEFAULT_STEPS, check_solver, solve, time_grid
+from elit_bench.flow.schedules import resolve_budgets
+from elit_bench.flow.teacache import check_threshold
+from elit_bench.sampling.decode import Decoder
+
+SETTINGS, RECORD, SAMPLES, GRID, PARTS = "settings.json", "samples.json", "samples.npz", "grid.png", "parts"
+GRID_SAMPLES, GRID_COLUMNS = 64, 8
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How each sample is drawn (everything but the seeds and the checkpoint).
+
+    scale is l of Eq. 3 (w = l + 1); budget / schedule: the main pass's
+    latents per group (one of them; neither = full budget); guide_budget:
+    J_w of AG / CCFG; interval: (t_lo, t_hi) where guidance applies;
+    teacache: threshold (None = off); patch_size: the patchifier of a
+    multi-patch model; class_labels: labels cycled over the set (None =
+    drawn from each seed's generator).
+    """
+
+    steps: int = DEFAULT_STEPS
+    sampler: str = "euler"
+    shift: float = 1.0
+    guidance: str = "none"
+    scale: float = 0.0
+    budget: int | None = None
+    guide_budget: int | None = None
+    schedule: str | None = None
+    interval: tuple[float, float] | None = None
+    teacache: float | None = None
+    patch_size: int | None = None
+    class_labels: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A recipe validated against a model: time grid, per-step budgets, plan of passes and its FLOPs."""
+
+    model: torch.nn.Module
+    recipe: Recipe
+    times: list[float]
+    budgets: list[int | None]
+    plan: list[Evaluation]
+    flops_per_sample: int
+    flops_cfg: int
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.model.in_channels, *self.model.input_shape)
+
+
+def prepare(model, recipe: Recipe) -> Setup:
+    """Validate `recipe` for `model` (UserError on bad input) and plan every model pass."""
+    check_solver(recipe.sampler)
+    check_threshold(recipe.teacache)
+    times = time_grid(recipe.steps, recipe.shift)
+    budgets = resolve_budgets(model, times[:-1], recipe.budget, recipe.schedule)
+    guidance = Guidance(recipe.guidance, recipe.scale, recipe.guide_budget, recipe.interval)
+    guidance.check(model, budgets)
+    if recipe.patch_size is not None:
+        model.macs(patch_size=recipe.patch_size)  # UserError for a patch size the model does not have
+    if recipe.class_labels is not None:
+        bad = [c for c in recipe.class_labels if not 0 <= c < model.num_classes]
+        if bad or not recipe.class_labels:
+            raise UserError(f"class labels {bad or '[]'} are not in 0..{model.num_classes - 1}")
+    plan = build_plan(model, times, recipe.sampler, budgets, guidance, recipe.teacache)
+    cfg = Guidance("cfg", recipe.scale, None, recipe.interval)
+    cfg_plan = build_plan(model, times, recipe.sampler, budgets, cfg, recipe.teacache)
+    return Setup(model, recipe, times, budgets, plan, plan_flops(model, plan, recipe.patch_size),
+                 plan_flops(model, cfg_plan, recipe.patch_size))
+
+
+def draw_seed(seed: int, position: int, shape, num_classes: int, class_labels=None):
+    """(noise (C, *S), label, generator) of one sample; the generator goes on to the model."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(shape, generator=generator)
+    if class_labels:
+        label = class_labels[position % len(class_labels)]
+    else:
+        label = int(torch.randint(num_classes, (1,), generator=generator))
+    return noise, label, generator
+
+
+@torch.inference_mode()
+def sample_seeds(setup: Setup, seeds, positions, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Model-space samples (B, C, *S) and labels (B,) for `seeds` at `positions` of their set."""
+    model, recipe = setup.model, setup.recipe
+    draws = [draw_seed(s, p, setup.sample_shape, model.num_classes, recipe.class_labels)
+             for s, p in zip(seeds, positions)]
+    x = torch.stack([d[0] for d in draws]).to(device)
+    y = torch.tensor([d[1] for d in draws], dtype=torch.long, device=device)
+    velocity = GuidedVelocity(model, y, setup.plan, recipe.scale, [d[2] for d in draws], recipe.patch_size)
+    return solve(velocity, x, setup.times, recipe.sampler), y
+
+
+# ---------------------------------------------------------------- seeds
+def parse_seeds(spec: str) -> list[int]:
+    """"0-99" (inclusive), "5", or a comma list of both, e.g. "0-9,20-29" -> seeds in order, no repeats."""
+    seeds: list[int] = []
+    for part in str(spec).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise UserError(f"bad seed range {part.strip()!r} in {spec!r}: use A-B (inclusive), A, or a comma list")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise UserError(f"seed range {part.strip()!r} ends before it starts")
+        seeds.extend(range(lo, hi + 1))
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seed list {spec!r} repeats seeds")
+    return seeds
+
+
+def format_seeds(seeds) -> str:
+    """Inverse of `parse_seeds`: [0, 1, 2, 5] -> "0-2,5"."""
+    runs, start = [], None
+    for i, s in enumerate(seeds):
+        if start is None:
+            start = s
+        if i + 1 == len(seeds) or seeds[i + 1] != s + 1:
+            runs.append(f"{start}-{s}" if s != start else f"{s}")
+            start = None
+    return ",".join(runs)
+
+
+def seed_list(num: int | None = None, seeds: str | None = None) -> list[int]:
+    """The seeds of a set from `--num N` (seeds 0..N-1) and/or `--seeds A-B` (which must agree)."""
+    if num is None and seeds is None:
+        raise UserError("say how many samples: --num N (seeds 0..N-1) or --seeds A-B")
+    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+        raise UserError(f"--num must be an integer >= 1, got {num!r}")
+    out = parse_seeds(seeds) if seeds is not None else list(range(num))
+    if num is not None and len(out) != num:
+        raise UserError(f"--num {num} disagrees with --seeds {seeds!r} ({len(out)} seeds); give one or make them agree")
+    return out
+
+
+# ---------------------------------------------------------------- processes
+@dataclass(frozen=True)
+class Processes:
+    rank: int
+    world: int
+    device: torch.device
+    owns_group: bool  # we created the process group and destroy it when done
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def join_processes(device: str | None = None) -> Processes:
+    """This process's place among `torchrun` workers (one process without torchrun) and its device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    owns = world > 1 and not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return Processes(rank, world, dev, owns)
+
+
+# ---------------------------------------------------------------- output directory
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _json_normal(obj):
+    return json.loads(json.dumps(obj))
+
+
+def check_out_dir(out: Path, settings: dict) -> bool:
+    """UserError if OUT holds another set; True if it already holds this one, complete."""
+    path = out / SETTINGS
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != settings:
+            keys = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            diffs = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in keys)
+            raise UserError(f"{out} holds a sample set with other settings ({diffs}): use another --out, "
+                            "or delete it to start over")
+    elif (out / SAMPLES).exists() or (out / PARTS).exists():
+        raise UserError(f"{out} holds samples without {SETTINGS}: not a set written by `elit-bench sample`; "
+                        "use another --out")
+    return (out / RECORD).exists() and (out / SAMPLES).exists()
+
+
+def finished(parts: Path) -> dict[int, Path]:
+    """seed -> the part holding it, over all finished parts."""
+    done = {}
+    for path in sorted(parts.glob("part-*.npz")):
+        try:
+            with np.load(path) as z:
+                for s in z["seeds"].tolist():
+                    done.setdefault(s, path)
+        except Exception as exc:  # written atomically, so only outside interference gets here
+            raise UserError(f"cannot read finished part {path}: {exc}; delete it and rerun") from exc
+    return done
+
+
+def write_npz(path: Path, **arrays) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    atomic_write(path, write)
+
+
+def merge_parts(parts: Path, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """All samples in seed-list order: (N, *image shape) uint8 and labels (N,)."""
+    where = {s: i for i, s in enumerate(seeds)}
+    images = labels = None
+    filled = np.zeros(len(seeds), dtype=bool)
+    for path in sorted(parts.glob("part-*.npz")):
+        with np.load(path) as z:
+            if images is None:
+                images = np.empty((len(seeds), *z["images"].shape[1:]), dtype=np.uint8)
+                labels = np.empty(len(seeds), dtype=np.int64)
+            for row, s in enumerate(z["seeds"].tolist()):
+                if s in where:
+                    images[where[s]], labels[where[s]] = z["images"][row], z["labels"][row]
+                    filled[where[s]] = True
+    if images is None or not filled.all():
+        missing = [s for s, ok in zip(seeds, filled) if not ok] if images is not None else seeds
+        raise RuntimeError(f"{len(missing)} seeds have no finished part (first: {missing[:5]}); rerun to complete")
+    return images, labels
+
+
+def save_grid(path: Path, images: np.ndarray) -> None:
+    """The first samples (first frame of videos) tiled GRID_COLUMNS wide as a PNG."""
+    from PIL import Image
+
+    tiles = images[:GRID_SAMPLES]
+    if tiles.ndim == 5:
+        tiles = tiles[:, 0]
+    n, h, w, c = tiles.shape
+    cols = min(GRID_COLUMNS, n)
+    rows = math.ceil(n / cols)
+    canvas = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, q = divmod(i, cols)
+        canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = tile
+    atomic_write(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG"))
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "elit_bench": elit_bench.__version__,
+           "torch": torch.__version__, "numpy": np.__version__}
+    try:
+        out["diffusers"] = importlib.metadata.version("diffusers")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+# ---------------------------------------------------------------- the whole set
+def generate(checkpoint, out, seeds: list[int], recipe: Recipe, ema: bool = True, batch: int = 32,
+             grid: bool = False, device: str | None = None, progress: bool = True) -> dict:
+    """Sample `seeds` from `checkpoint` into `out` (resuming a partial set); returns the record.
+
+    All input is validated (UserError) before anything is written.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise UserError(f"batch size must be an integer >= 1, got {batch!r}")
+    if not seeds:
+        raise UserError("the seed list is empty")
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, ema=ema)
+    setup = prepare(model, recipe)
+    config = ckpt["config"]
+    out = Path(out)
+    settings = _json_normal({
+        "checkpoint_sha256": file_sha256(checkpoint), "ema": bool(ema and ckpt.get("ema") is not None),
+        **asdict(recipe), "seeds": format_seeds(seeds),
+    })
+    procs = join_processes(device)
+    try:
+        decoder = Decoder(config.get("data"), procs.device)
+        if check_out_dir(out, settings):
+            if procs.rank == 0 and (out / PARTS).exists():
+                shutil.rmtree(out / PARTS)
+            return json.loads((out / RECORD).read_text())
+        model.to(procs.device)
+        parts = out / PARTS
+        done = finished(parts)
+        if procs.rank == 0:  # before any part exists, so that parts never lack their settings
+            atomic_write(out / SETTINGS, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
+        procs.barrier()  # every rank has listed the finished parts before any rank adds one
+        pending = [p for p, s in enumerate(seeds) if s not in done]
+        mine = pending[procs.rank::procs.world]
+        if procs.rank == 0:
+            print(f"sampling {len(pending)} of {len(seeds)} samples ({len(seeds) - len(pending)} already done) "
+                  f"on {procs.world} process(es); {setup.flops_per_sample / 1e9:.4g} GFLOPs per sample, "
+                  f"{setup.flops_per_sample / setup.flops_cfg:.3f}x CFG at the same budget", flush=True)
+        started = time.time()
+        with tqdm(total=len(mine), unit="sample", desc="sample", disable=not progress or procs.rank != 0) as bar:
+            for start in range(0, len(mine), batch):
+                positions = mine[start:start + batch]
+                chunk = [seeds[p] for p in positions]
+                x, y = sample_seeds(setup, chunk, positions, procs.device)
+                write_npz(parts / f"part-{chunk[0]:08d}-{len(chunk):05d}.npz", seeds=np.array(chunk, dtype=np.int64),
+                          labels=y.cpu().numpy().astype(np.int64), images=decoder(x))
+                bar.update(len(chunk))
+        procs.barrier()
+        record = None
+        if procs.rank == 0:
+            images, labels = merge_parts(parts, seeds)
+            write_npz(out / SAMPLES, arr_0=images, labels=labels)
+            if grid:
+                save_grid(out / GRID, images)
+            record = make_record(setup, ckpt, checkpoint, settings, seeds, len(seeds) - len(pending),
+                                 procs, time.time() - started, images.shape)
+            atomic_write(out / RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+            shutil.rmtree(parts)
+        procs.barrier()
+        return record if record is not None else json.loads((out / RECORD).read_text())
+    finally:
+        if procs.owns_group:
+            dist.destroy_process_group()
+
+
+def make_record(setup: Setup, ckpt: dict, checkpoint, settings: dict, seeds: list[int], resumed: int,
+                procs: Processes, seconds: float, shape) -> dict:
+    """The provenance record of a finished set (samples.json)."""
+    model, recipe, config = setup.model, setup.recipe, ckpt["config"]
+    return {
+        "model": config["model"], "model_kwargs": config.get("model_kwargs", {}), "data": config.get("data"),
+        "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": settings["checkpoint_sha256"],
+        "checkpoint_step": ckpt.get("step"), "ema": settings["ema"],
+        "steps": recipe.steps, "sampler": recipe.sampler, "time_shift": recipe.shift,
+        "guidance": recipe.guidance, "scale": recipe.scale, "guidance_w": recipe.scale + 1,
+        "budget": setup.budgets[0] if len(set(setup.budgets)) == 1 else None,  # None: see the schedule
+        "max_budget": getattr(model, "max_budget", None), "guide_budget": recipe.guide_budget,
+        "schedule_spec": recipe.schedule, "schedule": setup.budgets,
+        "guidance_interval": list(recipe.interval) if recipe.interval else None,
+        "teacache_threshold": recipe.teacache, "teacache_skipped_steps": skipped_evaluations(setup.plan),
+        "model_evaluations": len(setup.plan), "model_passes": sum(len(ev.passes) for ev in setup.plan),
+        "patch_size": recipe.patch_size,
+        "seeds": settings["seeds"], "num_samples": len(seeds), "class_labels": settings["class_labels"],
+        "sample_shape": list(shape[1:]), "resumed_samples": resumed,
+        "flops_per_sample": setup.flops_per_sample, "flops_vs_cfg": setup.flops_per_sample / setup.flops_cfg,
+        "settings": settings, "versions": versions(), "device": device_name(procs.device),
+        "world_size": procs.world, "seconds": round(seconds, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
