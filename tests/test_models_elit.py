@@ -128,3 +128,13 @@ def test_latents_carry_their_group_rope_phase():
     assert pos.shape == (12, 2)
     torch.testing.assert_close(pos[:3], torch.tensor([[1.5, 1.5]] * 3))  # centre of tokens 0..3
     torch.testing.assert_close(pos[-1], torch.tensor([5.5, 5.5]))
+
+
+def test_random_dropping_with_one_generator_per_sample_is_batch_independent():
+    model = randomize(tiny("ELIT-DiT-S/2", group_size=4, drop="random")).eval()
+    x, t, y = batch(model, n=3)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (10, 11, 12)]
+    together = model(x, t, y, budget=5, generator=gens())
+    alone = torch.cat([model(x[i:i + 1], t[i:i + 1], y[i:i + 1], budget=5, generator=[g])
+                       for i, g in enumerate(gens())])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)

@@ -181,10 +181,8 @@ class GuidedVelocity:
     """The velocity the solver integrates for one batch: the plan's passes combined by Eq. 3.
 
     y (B,) labels; generators: one torch.Generator per sample (its seed's),
-    used by models that draw random latents: with those the batch runs sample
-    by sample so that each sample's draws come from its own generator,
-    whatever the batch.
-    TeaCache residuals are kept per pass (and per sample when run so).
+    passed to models that draw random latents so that each sample's draws come
+    from its own generator, whatever the batch. TeaCache residuals are kept per pass.
     """
 
     def __init__(self, model, y: torch.Tensor, plan: Sequence[Evaluation], scale: float,
@@ -192,10 +190,10 @@ class GuidedVelocity:
         self.model, self.y, self.plan, self.scale = model, y, plan, scale
         self.null = torch.full_like(y, model.num_classes)
         self.generators, self.patch_size = generators, patch_size
-        self.per_sample = generators is not None and any(
+        self.uses_rng = generators is not None and any(
             uses_sample_rng(model, p.budget) for ev in plan for p in ev.passes)
         self.keep_residuals = any(p.skip for ev in plan for p in ev.passes)
-        self.residuals: dict[tuple[int, int], torch.Tensor] = {}
+        self.residuals: dict[int, torch.Tensor] = {}
 
     def __call__(self, x: torch.Tensor, t: float, i: int) -> torch.Tensor:
         outs = [self._run(x, t, j, p) for j, p in enumerate(self.plan[i].passes)]
@@ -204,17 +202,10 @@ class GuidedVelocity:
     def _run(self, x: torch.Tensor, t: float, j: int, p: Pass) -> torch.Tensor:
         y = self.y if p.conditional else self.null
         tt = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
-        if self.per_sample:
-            chunks = [(slice(b, b + 1), g) for b, g in enumerate(self.generators)]
-        else:
-            chunks = [(slice(None), None)]
-        outs = []
-        for c, (rows, generator) in enumerate(chunks):
-            out, residual = cached_forward(
-                self.model, x[rows], tt[rows], y[rows], p.budget,
-                residual=self.residuals[(j, c)] if p.skip else None,
-                keep_residual=self.keep_residuals, generator=generator, patch_size=self.patch_size)
-            if residual is not None and not p.skip:
-                self.residuals[(j, c)] = residual
-            outs.append(out)
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        out, residual = cached_forward(
+            self.model, x, tt, y, p.budget, residual=self.residuals.get(j) if p.skip else None,
+            keep_residual=self.keep_residuals, generator=list(self.generators) if self.uses_rng else None,
+            patch_size=self.patch_size)
+        if residual is not None and not p.skip:
+            self.residuals[j] = residual
+        return out

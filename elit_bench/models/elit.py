@@ -141,12 +141,17 @@ class LatentInterface(nn.Module):
         return budget
 
     def kept_latents(self, groups: int, budget: int, device, generator=None) -> torch.Tensor:
-        """Initial latents of the kept slots, (G, J~, d)."""
+        """Initial latents of the kept slots: (1, G, J~, d), or (B, G, J~, d) with one generator per sample.
+
+        generator: None (global RNG), a torch.Generator, or a sequence of them,
+        one per sample, so a sample's random subset does not depend on its batch.
+        """
         J = self.latents_per_group
         if self.drop == "tail" or budget == J:
-            return self.latent_embed[:budget].expand(groups, -1, -1)
-        scores = torch.rand(groups, J, generator=generator, device=generator.device if generator else device)
-        keep = scores.argsort(dim=-1)[:, :budget].sort(dim=-1).values.to(device)
+            return self.latent_embed[:budget].expand(1, groups, -1, -1)
+        gens = generator if isinstance(generator, (list, tuple)) else [generator]
+        scores = torch.stack([torch.rand(groups, J, generator=g, device=g.device if g else device) for g in gens])
+        keep = scores.argsort(dim=-1)[..., :budget].sort(dim=-1).values.to(device)
         return self.latent_embed[keep]
 
     def read_latents(self, s, c, grid: Grid, budget, group_pos=None, generator=None):
@@ -158,7 +163,7 @@ class LatentInterface(nn.Module):
         if group_pos is not None:  # learned absolute positions: latents get their group's mean
             latents = latents + group_pos.unsqueeze(1)
         b = s.shape[0]
-        target = latents.unsqueeze(0).expand(b, -1, -1, -1).reshape(b * G, budget, -1)
+        target = latents.expand(b, -1, -1, -1).reshape(b * G, budget, -1)
         out = self.read(target, to_groups(s, grid, self.group_size), c)
         return out.reshape(b, G * budget, -1), LatentSet(groups, budget)
 
@@ -232,7 +237,8 @@ class ELIT(nn.Module):
     def trunk(self, s, c, grid: Grid, state: dict, budget=None, generator=None):
         """Spatial head -> Read -> latent core -> Write -> spatial tail: tokens (B, N, d) in and out.
 
-        generator: the random source for random dropping (global RNG when None).
+        generator: the random source for random dropping: None (global RNG), one
+        torch.Generator, or one per sample.
         """
         bb, (b_in, b_core, _) = self.backbone, self.blocks
         s, grid = bb.run_blocks(s, c, grid, 0, b_in, state)
