@@ -1,0 +1,54 @@
+"""Rectified-flow training objective (REFERENCE section 3).
+
+    X_t = (1 - t) X_0 + t X_1,   X_0 ~ N(0, I) noise,  X_1 data,  target v = X_1 - X_0
+
+The model predicts v from (X_t, t, y); the loss is the mean squared error,
+optionally restricted by a mask (zero-padded inputs: no loss on the padding).
+Baselines and ELIT must draw t from the same distribution: logit-normal
+(mean 0, std 1) by default, uniform as the alternative.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from elit_bench.errors import choices_error
+
+TIMESTEP_KINDS = ("logit_normal", "uniform")
+
+
+def sample_timesteps(n: int, kind: str = "logit_normal", mean: float = 0.0, std: float = 1.0,
+                     generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """t (n,) in (0, 1): sigmoid(N(mean, std)) for "logit_normal", U(0, 1) for "uniform"."""
+    device = generator.device if generator is not None else device
+    if kind == "logit_normal":
+        return torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=device))
+    if kind == "uniform":
+        return torch.rand(n, generator=generator, device=device)
+    raise choices_error("timestep distribution", kind, TIMESTEP_KINDS)
+
+
+def interpolate(x1: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """X_t for data x1 (B, ...), noise like x1 and t (B,)."""
+    t = t.view(-1, *(1,) * (x1.ndim - 1))
+    return (1 - t) * noise + t * x1
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over the elements where mask is 1 (mask broadcasts to pred, e.g. (1, 1, H, W))."""
+    sq = (pred.float() - target.float()).square()
+    if mask is None:
+        return sq.mean()
+    mask = mask.to(sq.dtype).expand_as(sq)
+    return (sq * mask).sum() / mask.sum()
+
+
+def rectified_flow_loss(model, x1: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                        mask: torch.Tensor | None = None, **forward_kwargs) -> torch.Tensor:
+    """Scalar loss of `model(x_t, t, y, **forward_kwargs)` against the velocity x1 - noise.
+
+    x1, noise: (B, C, H, W) or (B, C, T, H, W); t (B,); y (B,) labels;
+    forward_kwargs: e.g. budget, patch_size, generator.
+    """
+    pred = model(interpolate(x1, noise, t), t, y, **forward_kwargs)
+    return masked_mse(pred, x1 - noise, mask)

@@ -1,0 +1,277 @@
+"""Run configuration: defaults, overrides, validation and the resolved config a run stores.
+
+A user config is a flat dict (YAML file, CLI flags, `key=value` overrides;
+see DEFAULTS for the keys). `resolve_config` fills defaults, turns the data
+spec into its data description, derives the model's input kwargs from the
+data, builds the model on the meta device to validate every model setting
+(unknown name, group size that does not tile, budget range), and checks the
+output directory, all before any training work. The resolved config is
+what `config.yaml` and the checkpoints hold: `model` and `model_kwargs`
+exactly as `create_model` receives them, `data` the data description.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+from elit_bench.data import describe_data, model_input_kwargs
+from elit_bench.data.digits import DEFAULT_RESOLUTION
+from elit_bench.errors import UserError, choices_error
+from elit_bench.flops import budget_range, forward_flops
+from elit_bench.flow.loss import TIMESTEP_KINDS
+
+DEFAULTS = {
+    "model": None,  # registry name, e.g. ELIT-DiT-B/2 (required)
+    "model_kwargs": {},  # create_model overrides, e.g. {hidden_size: 64, group_size: 2, drop: random}
+    "data": "digits",  # digits | padded-digits | latent data set directory
+    "resolution": None,  # px of the embedded digits (latent sets carry their own)
+    "batch": 256,  # global batch (split over ranks)
+    "steps": 1000,
+    "seed": 0,
+    "lr": 1e-4,
+    "warmup": 10000,  # linear warmup steps, then constant
+    "weight_decay": 0.0,  # AdamW; 0 is the paper's Adam
+    "grad_clip": 1.0,
+    "ema_decay": 0.9999,
+    "class_dropout": 0.1,  # probability of the null label (guidance)
+    "timesteps": "logit_normal",  # logit_normal | uniform, the same for every model
+    "timestep_mean": 0.0,
+    "timestep_std": 1.0,
+    "multi_budget": False,  # draw J~ per iteration (default range 1:J)
+    "budget_range": None,  # "JMIN:JMAX": draw J~ uniformly in it
+    "batch_mode": "constant",  # constant | scaled (batch varies with the budget, Table 5d (i))
+    "precision": "auto",  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    "compile": False,  # torch.compile the model
+    "ckpt_every": 1000,  # steps between checkpoints/last.pt updates (and always at the end)
+    "snapshot_every": None,  # also keep checkpoints/step_XXXXXXX.pt every N steps (convergence curves)
+    "log_every": 10,  # steps between TensorBoard scalars
+    "progress": True,  # tqdm progress bar
+    "out": None,  # run directory (default: runs/<model>-<data>-<hash>)
+}
+
+# the embedded digits train in minutes on a CPU: a short warmup and a faster EMA (paper values are for 500k steps)
+_DIGITS = {"resolution": DEFAULT_RESOLUTION, "batch": 64, "lr": 3e-4, "warmup": 100, "ema_decay": 0.999}
+DATA_DEFAULTS = {"digits": _DIGITS, "padded-digits": _DIGITS}
+
+# keys that may change when a run is continued: they do not change what is trained
+RUN_CONTROL_KEYS = ("steps", "out", "ckpt_every", "snapshot_every", "log_every", "progress", "compile")
+
+BATCH_MODES = ("constant", "scaled")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+# ---------------------------------------------------------------- reading user input
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load with YAML 1.2 numbers: 1e-4 is a float (1.1: a string), 1:16 a string (1.1: 76)."""
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?[0-9][0-9_]*$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9_]+|(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+)$"
+                       r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
+def load_yaml(path) -> dict:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} does not exist")
+    try:
+        config = parse_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise UserError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    return config
+
+
+def apply_overrides(config: dict, overrides: list[str]) -> dict:
+    """`key=value` strings (dotted keys reach into dicts; values parsed as YAML) applied to a copy."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} must look like key=value, e.g. lr=3e-4 or model_kwargs.hidden_size=64")
+        try:
+            value = parse_yaml(raw)
+        except yaml.YAMLError as exc:
+            raise UserError(f"cannot parse the value of override {item!r}: {exc}") from exc
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if not isinstance(node.setdefault(part, {}), dict):
+                raise UserError(f"override {item!r}: {part!r} is not a mapping")
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+# ---------------------------------------------------------------- resolution and validation
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise UserError(message)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _validate_scalars(cfg: dict) -> None:
+    _check(isinstance(cfg["model"], str) and cfg["model"], "no model given: pass --model NAME (e.g. --model ELIT-DiT-S/2; "
+           "`elit-bench models` lists them)")
+    _check(isinstance(cfg["model_kwargs"], dict), "model_kwargs must be a mapping of create_model overrides")
+    for key, low in (("batch", 1), ("steps", 1), ("ckpt_every", 1), ("log_every", 1), ("warmup", 0)):
+        _check(_is_int(cfg[key]) and cfg[key] >= low, f"{key} must be an integer >= {low}, got {cfg[key]!r}")
+    _check(_is_int(cfg["seed"]) and cfg["seed"] >= 0, f"seed must be an integer >= 0, got {cfg['seed']!r}")
+    _check(cfg["snapshot_every"] is None or (_is_int(cfg["snapshot_every"]) and cfg["snapshot_every"] >= 1),
+           f"snapshot_every must be null or an integer >= 1, got {cfg['snapshot_every']!r}")
+    _check(_is_num(cfg["lr"]) and cfg["lr"] > 0, f"lr must be a positive number, got {cfg['lr']!r}")
+    _check(_is_num(cfg["weight_decay"]) and cfg["weight_decay"] >= 0, "weight_decay must be >= 0")
+    _check(cfg["grad_clip"] is None or (_is_num(cfg["grad_clip"]) and cfg["grad_clip"] > 0),
+           f"grad_clip must be a positive number or null, got {cfg['grad_clip']!r}")
+    _check(_is_num(cfg["ema_decay"]) and 0 <= cfg["ema_decay"] < 1, f"ema_decay must be in [0, 1), got {cfg['ema_decay']!r}")
+    _check(_is_num(cfg["class_dropout"]) and 0 <= cfg["class_dropout"] < 1,
+           f"class_dropout must be in [0, 1), got {cfg['class_dropout']!r}")
+    _check(_is_num(cfg["timestep_std"]) and cfg["timestep_std"] > 0 and _is_num(cfg["timestep_mean"]),
+           "timestep_mean must be a number and timestep_std a positive number")
+    for key, choices in (("timesteps", TIMESTEP_KINDS), ("batch_mode", BATCH_MODES), ("precision", PRECISIONS)):
+        if cfg[key] not in choices:
+            raise choices_error(key, cfg[key], choices)
+    for key in ("multi_budget", "compile", "progress"):
+        _check(isinstance(cfg[key], bool), f"{key} must be true or false, got {cfg[key]!r}")
+
+
+def _model_kwargs(cfg: dict) -> dict:
+    """The data's input kwargs plus the user's overrides; the two may not disagree."""
+    from_data = model_input_kwargs(cfg["data"])
+    user = cfg["model_kwargs"]
+    for key, value in from_data.items():
+        if key in user and _plain(user[key]) != _plain(value):
+            raise UserError(f"model_kwargs.{key}={user[key]!r} contradicts the data ({cfg['data']['name']} needs "
+                            f"{key}={value!r}); drop the override")
+    return _plain({**user, **from_data})
+
+
+def build_meta_model(cfg: dict):
+    """The configured model on the meta device: validates it without allocating weights."""
+    from elit_bench.models import create_model
+
+    with torch.device("meta"):
+        return create_model(cfg["model"], **cfg["model_kwargs"])
+
+
+def training_budgets(model, cfg: dict) -> list[int | None]:
+    """Budgets J~ drawn uniformly each iteration: [None] (full) unless multi-budget."""
+    if not cfg["multi_budget"] and cfg["budget_range"] is None:
+        return [None]
+    J = getattr(model, "max_budget", None)
+    if J is None:
+        raise UserError(f"{cfg['model']} has no latent interface: multi-budget training (--multi-budget, "
+                        "--budget-range) needs an ELIT model")
+    return budget_range(model, cfg["budget_range"] if cfg["budget_range"] is not None else (1, J))
+
+
+def training_variants(model, cfg: dict) -> list[tuple[int | None, int | None]]:
+    """(budget, patch) pairs drawn uniformly each iteration: budgets x the model's patchifiers."""
+    patches = list(getattr(model, "patch_options", None) or [None])
+    return [(b, p) for b in training_budgets(model, cfg) for p in patches]
+
+
+def variant_batches(model, variants, batch: int, mode: str, world: int = 1) -> list[int]:
+    """Global batch for each variant.
+
+    constant: `batch` for every variant. scaled (Table 5d (i)): batch_v =
+    batch * mean_F / F_v, with F_v the forward FLOPs of variant v and mean_F
+    their mean, rounded to a multiple of the world size: cheap budgets get
+    bigger batches, and the expected training FLOPs per iteration equal those
+    of constant mode at the same `batch` (each iteration costs ~batch * mean_F).
+    """
+    if mode == "constant":
+        return [batch] * len(variants)
+    costs = [forward_flops(model, b, patch_size=p) for b, p in variants]
+    mean = sum(costs) / len(costs)
+    return [max(world, round(batch * mean / c / world) * world) for c in costs]
+
+
+def _plain(value):
+    """YAML/JSON-safe copy: tuples to lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def identity(cfg: dict) -> dict:
+    """What defines the training run: the resolved config minus run-control keys."""
+    return {k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}
+
+
+def config_hash(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_out(cfg: dict) -> str:
+    data = cfg["data"]
+    data_name = Path(data["name"]).name if data["kind"] == "latents" else data["name"]
+    slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", f"{cfg['model']}-{data_name}-{data['resolution']}px")
+    return str(Path("runs") / f"{slug}-{config_hash(cfg)}")
+
+
+def check_out_dir(out) -> Path:
+    """The run directory must be creatable and writable; probes without touching existing files."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {str(path)!r} exists and is not a directory")
+    probe_dir = path
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UserError(f"--out {str(path)!r} cannot be created: {str(probe_dir)!r} is not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe_dir, prefix=".elit-write-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(f"--out {str(path)!r} is not writable ({exc}); choose another directory") from exc
+    return path
+
+
+def resolve_config(config: dict) -> dict:
+    """Defaults + data description + model kwargs, all validated; raises UserError before any work."""
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(DEFAULTS)}")
+    data_spec = config.get("data", DEFAULTS["data"])
+    data_name = data_spec.get("name") if isinstance(data_spec, dict) else data_spec
+    cfg = copy.deepcopy({**DEFAULTS, **DATA_DEFAULTS.get(data_name, {}), **config})
+    _validate_scalars(cfg)
+    cfg["data"] = describe_data(data_spec, cfg["resolution"])
+    cfg["resolution"] = cfg["data"]["resolution"]
+    cfg["model_kwargs"] = _model_kwargs(cfg)
+    budgets = training_budgets(build_meta_model(cfg), cfg)
+    if cfg["budget_range"] is not None:  # canonical "JMIN:JMAX"
+        cfg["budget_range"] = f"{budgets[0]}:{budgets[-1]}"
+    cfg["out"] = str(check_out_dir(cfg["out"] if cfg["out"] is not None else default_out(cfg)))
+    return _plain(cfg)

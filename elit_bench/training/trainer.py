@@ -1,0 +1,331 @@
+"""The training loop: rectified flow, multi-budget / multi-patch draws, EMA, DDP, exact resume.
+
+Every random choice of an iteration comes from generators seeded by
+(seed, step) (`derive_seed`), never from global RNG state:
+
+- the variant (budget J~, patchifier) and hence the batch size, identical on
+  every rank;
+- t, noise and class dropout, drawn for the whole global batch and sliced
+  per rank, so N processes see exactly the samples one process would;
+- the kept latents of random dropping;
+- the data order: a seeded permutation per epoch, consumed by global batches
+  and sharded over ranks, so the data position is just (epoch, index).
+
+Resume is therefore exact: a checkpoint holds model, EMA, optimizer,
+scheduler, step and data position (and the global RNG states, for code that
+does use them), and a resumed run replays the same stream bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from elit_bench.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from elit_bench.data import build_dataset
+from elit_bench.errors import UserError
+from elit_bench.flops import TRAIN_MULTIPLIER, forward_flops
+from elit_bench.flow.loss import rectified_flow_loss, sample_timesteps
+from elit_bench.training import distributed
+from elit_bench.training.config import (
+    identity,
+    parse_yaml,
+    resolve_config,
+    training_variants,
+    variant_batches,
+)
+
+# independent random streams derived from the run seed
+STREAM_INIT, STREAM_DATA, STREAM_VARIANT, STREAM_NOISE, STREAM_DROP = range(5)
+CONFIG_FILE, CHECKPOINT = "config.yaml", Path("checkpoints") / "last.pt"
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from non-negative integers (run seed, stream, step ...), well mixed."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def generator(device, *parts: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
+
+
+class DataOrder:
+    """Seeded permutation per epoch, consumed in order across epoch boundaries."""
+
+    def __init__(self, size: int, seed: int, epoch: int = 0, index: int = 0):
+        self.size, self.seed, self.epoch, self.index = size, seed, epoch, index
+        self._perm_epoch, self._perm = None, None
+
+    def perm(self) -> np.ndarray:
+        if self._perm_epoch != self.epoch:
+            gen = generator("cpu", self.seed, STREAM_DATA, self.epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.size, generator=gen).numpy(), self.epoch
+        return self._perm
+
+    def take(self, n: int) -> np.ndarray:
+        """The next n dataset indices."""
+        out = []
+        while n:
+            chunk = self.perm()[self.index:self.index + n]
+            out.append(chunk)
+            n -= len(chunk)
+            self.index += len(chunk)
+            if self.index == self.size:
+                self.epoch, self.index = self.epoch + 1, 0
+        return np.concatenate(out)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+
+# ---------------------------------------------------------------- RNG state as plain containers (weights_only)
+def rng_state() -> dict:
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss],
+             "numpy": [name, keys.tolist(), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def warmup_factor(warmup: int):
+    """LR multiplier: linear warmup over `warmup` steps, then constant (the paper's schedule)."""
+    return lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+
+
+class Trainer:
+    """State of one run on one rank; `run()` trains from the current step to `config["steps"]`."""
+
+    def __init__(self, cfg: dict, dist: distributed.Dist):
+        from elit_bench.models import create_model
+
+        self.cfg, self.dist, self.device = cfg, dist, dist.device
+        torch.manual_seed(derive_seed(cfg["seed"], STREAM_INIT))  # same initial weights on every rank
+        self.model = create_model(cfg["model"], **cfg["model_kwargs"]).to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(cfg["warmup"]))
+        self.dataset = build_dataset(cfg["data"])
+        mask = self.dataset.loss_mask
+        self.loss_mask = mask.to(self.device) if mask is not None else None
+        self.order = DataOrder(len(self.dataset), cfg["seed"])
+        self.step = 0
+
+        if cfg["batch"] % dist.world:
+            raise UserError(f"batch {cfg['batch']} must be divisible by the number of processes {dist.world}")
+        self.variants = training_variants(self.model, cfg)
+        self.batches = variant_batches(self.model, self.variants, cfg["batch"], cfg["batch_mode"], dist.world)
+        self.flops = [forward_flops(self.model, b, patch_size=p) for b, p in self.variants]
+
+        self.net = self.model
+        if dist.world > 1:
+            # the multi-patch model leaves the other patchifier unused in each iteration
+            unused = getattr(self.model, "patch_options", None) is not None
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused)
+        if cfg["compile"]:
+            self.net = torch.compile(self.net)
+        bf16 = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and self.device.type == "cuda")
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16
+                         else contextlib.nullcontext())
+
+    # -- checkpoints
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "step": self.step,
+                "config": self.cfg, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "data_position": self.order.state(), "rng": rng_state()}
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.step = ckpt["step"]
+        self.order.epoch, self.order.index = ckpt["data_position"]["epoch"], ckpt["data_position"]["index"]
+        set_rng_state(ckpt["rng"])
+
+    def save(self) -> None:
+        """Rank 0 writes last.pt (atomically) and, on snapshot steps, a step_XXXXXXX.pt copy too."""
+        if self.dist.is_main:
+            out, state = Path(self.cfg["out"]), self.state_dict()
+            save_checkpoint(out / CHECKPOINT, state)
+            every = self.cfg["snapshot_every"]
+            if every and self.step % every == 0:
+                save_checkpoint(out / CHECKPOINT.parent / f"step_{self.step:07d}.pt", state)
+        self.dist.barrier()
+
+    # -- one iteration
+    def draw_variant(self, step: int) -> int:
+        """Index of this iteration's (budget, patch): from (seed, step) only, so identical on every rank."""
+        gen = generator("cpu", self.cfg["seed"], STREAM_VARIANT, step)
+        return int(torch.randint(len(self.variants), (1,), generator=gen))
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One optimizer step; returns (loss averaged over ranks, grad norm, variant index)."""
+        cfg, dev, step = self.cfg, self.device, self.step
+        v = self.draw_variant(step)
+        budget, patch = self.variants[v]
+        batch = self.batches[v]
+        per_rank = batch // self.dist.world
+        mine = slice(self.dist.rank * per_rank, (self.dist.rank + 1) * per_rank)
+        x, y = self.dataset.load(self.order.take(batch)[mine])
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+
+        # t, noise and label dropout for the global batch; this rank keeps its slice
+        gen = generator(dev, cfg["seed"], STREAM_NOISE, step)
+        t = sample_timesteps(batch, cfg["timesteps"], cfg["timestep_mean"], cfg["timestep_std"], generator=gen)[mine]
+        noise = torch.randn((batch, *x.shape[1:]), generator=gen, device=dev)[mine]
+        dropped = torch.rand(batch, generator=gen, device=dev)[mine] < cfg["class_dropout"]
+        y = torch.where(dropped, torch.full_like(y, self.model.num_classes), y)
+
+        kwargs = {"generator": generator(dev, cfg["seed"], STREAM_DROP, step)}  # random dropping's kept latents
+        if budget is not None:
+            kwargs["budget"] = budget
+        if patch is not None:
+            kwargs["patch_size"] = patch
+        with self.autocast:
+            loss = rectified_flow_loss(self.net, x, y, t, noise, self.loss_mask, **kwargs)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = cfg["grad_clip"] if cfg["grad_clip"] is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        update_ema(self.ema, self.model, cfg["ema_decay"])
+        self.step += 1
+        return self.dist.mean(loss.detach()), grad_norm.detach(), v
+
+    # -- the loop
+    def run(self) -> dict:
+        cfg, main = self.cfg, self.dist.is_main
+        start, total = self.step, cfg["steps"]
+        writer = None
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(Path(cfg["out"]) / "tb"), purge_step=start or None)
+        bar = tqdm(total=total, initial=start, unit="step", desc="train", dynamic_ncols=True,
+                   disable=not (main and cfg["progress"]))
+        losses, budgets, batches, pending = [], [], [], []
+        window = {"time": time.perf_counter(), "images": 0, "flops": 0.0}
+        t_begin = t_first = time.perf_counter()
+        while self.step < total:
+            loss, grad_norm, v = self.train_step()
+            budget, batch = self.variants[v][0], self.batches[v]
+            pending.append(loss)
+            budgets.append(budget)
+            batches.append(batch)
+            window["images"] += batch
+            window["flops"] += self.flops[v] * TRAIN_MULTIPLIER * batch
+            if writer is not None and budget is not None:
+                writer.add_scalar("train/budget", budget, self.step)
+            if self.step == start + 1:
+                t_first = time.perf_counter()
+            if self.step % cfg["log_every"] == 0 or self.step == total:
+                values = torch.stack(pending).tolist()  # one device sync per window
+                losses += values
+                pending = []
+                now = time.perf_counter()
+                seconds = max(now - window["time"], 1e-9)
+                if writer is not None:
+                    scalars = {"loss": sum(values) / len(values), "lr": self.scheduler.get_last_lr()[0],
+                               "grad_norm": float(grad_norm), "images_per_s": window["images"] / seconds,
+                               "model_tflops_per_s": window["flops"] / seconds / 1e12, "batch": batch}
+                    for name, value in scalars.items():
+                        writer.add_scalar(f"train/{name}", value, self.step)
+                window = {"time": now, "images": 0, "flops": 0.0}
+                bar.set_postfix(loss=f"{values[-1]:.4f}", refresh=False)
+            if self.step == total or any(self.step % n == 0 for n in (cfg["ckpt_every"], cfg["snapshot_every"]) if n):
+                self.save()
+            bar.update(1)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        end = time.perf_counter()
+        run_steps = self.step - start
+        # the first step pays one-off costs (allocation, compilation): leave it out of the rate
+        rate = (run_steps - 1) / (end - t_first) if run_steps > 1 else run_steps / max(end - t_begin, 1e-9)
+        return {"out": cfg["out"], "step": self.step, "start_step": start, "losses": losses, "budgets": budgets,
+                "batches": batches, "steps_per_s": rate, "seconds": end - t_begin, "world": self.dist.world,
+                "complete": self.step >= total}
+
+
+# ---------------------------------------------------------------- entry point
+def _check_resume(cfg: dict) -> dict | None:
+    """The checkpoint to continue from, after checking the run directory belongs to this config."""
+    out = Path(cfg["out"])
+    ckpt_path, config_path = out / CHECKPOINT, out / CONFIG_FILE
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        saved = ckpt.get("config") or {}
+    elif config_path.exists():  # a run that stopped before its first checkpoint
+        ckpt, saved = None, parse_yaml(config_path.read_text()) or {}
+    else:
+        return None
+    if identity(saved) != identity(cfg):
+        diff = sorted(k for k in set(identity(saved)) | set(identity(cfg)) if saved.get(k) != cfg.get(k))
+        raise UserError(f"run directory {str(out)!r} holds a different run (differs in: {', '.join(diff)}); "
+                        "use another --out, or the same settings to continue it")
+    return ckpt
+
+
+def train(config: dict) -> dict:
+    """Train (or continue) the run a config describes; returns a summary on every rank.
+
+    summary: out, step (final), start_step, losses (per step of this call,
+    averaged over ranks), budgets, batches (per step), steps_per_s, seconds,
+    world, complete. Validation errors raise UserError before any file is
+    written; a run already at `steps` returns at once.
+    """
+    cfg = resolve_config(config)
+    ckpt = _check_resume(cfg)
+    if ckpt is not None and ckpt["step"] >= cfg["steps"]:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"run {cfg['out']} is complete at step {ckpt['step']} (steps={cfg['steps']}): nothing to do; "
+                  "pass a larger --steps to continue it")
+        return {"out": cfg["out"], "step": ckpt["step"], "start_step": ckpt["step"], "losses": [], "budgets": [],
+                "batches": [], "steps_per_s": 0.0, "seconds": 0.0, "world": 1, "complete": True}
+    dist = distributed.setup()
+    try:
+        trainer = Trainer(cfg, dist)
+        if ckpt is not None:
+            trainer.load_state_dict(ckpt)
+        if dist.is_main:
+            for stale in (Path(cfg["out"]) / CHECKPOINT.parent).glob(".*.tmp"):  # left by a killed write
+                stale.unlink()
+            atomic_write(Path(cfg["out"]) / CONFIG_FILE,
+                         lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False)))
+            if ckpt is not None:
+                print(f"resuming {cfg['out']} from step {ckpt['step']}")
+        return trainer.run()
+    finally:
+        dist.close()
