@@ -18,6 +18,12 @@ from elit_bench.errors import UserError
 # subcommand modules, in the order `--help` lists them
 COMMAND_MODULES = (
     "elit_bench.models.cli",
+    "elit_bench.metrics.cli",
+    "elit_bench.sampling.cli",
+    "elit_bench.training.cli",
+    "elit_bench.data.cli",
+    "elit_bench.suites.cli",
+    "elit_bench.results.cli",
 )
 
 

@@ -60,7 +60,7 @@ def sample(ckpt, out, *args):
 
 def load(out):
     with np.load(out / "samples.npz") as z:
-        return z["arr_0"], z["labels"]
+        return z["arr_0"], z["arr_1"]
 
 
 def record(out):

@@ -18,7 +18,7 @@ Layout of the output directory OUT:
   batches in flight, and a rerun of the same command samples only the seeds
   no part holds.
 - `samples.npz` (ADM layout: `arr_0` uint8 (N, H, W, 3) or (N, T, H, W, 3),
-  `labels` (N,)), optional `grid.png`, then `samples.json`, the record and the
+  `arr_1` labels (N,)), optional `grid.png`, then `samples.json`, the record and the
   done marker; the parts are removed once merged.
 """
 
@@ -374,7 +374,7 @@ def generate(checkpoint, out, seeds: list[int], recipe: Recipe, ema: bool = True
         record = None
         if procs.rank == 0:
             images, labels = merge_parts(parts, seeds)
-            write_npz(out / SAMPLES, arr_0=images, labels=labels)
+            write_npz(out / SAMPLES, arr_0=images, arr_1=labels)  # ADM layout: arr_1 holds the labels
             if grid:
                 save_grid(out / GRID, images)
             record = make_record(setup, ckpt, checkpoint, settings, seeds, len(seeds) - len(pending),

@@ -1,0 +1,1 @@
+"""Results: records -> tables (paper layout, ours beside published), figures and leaderboards."""

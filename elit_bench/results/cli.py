@@ -1,0 +1,64 @@
+"""`elit-bench table`, `elit-bench plot` and `elit-bench leaderboard`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    for name, helptext in (("table", "render a suite's table (Markdown and LaTeX), ours beside the published numbers"),
+                           ("plot", "draw a suite's figure with seaborn (PNG and SVG)")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("suite")
+        p.add_argument("--out", default="runs", help="where the suite's runs live")
+        p.add_argument("--scale", help="only records of this scale")
+        p.add_argument("--dest", help="output folder (default OUT/<suite>/<scale>/report)")
+        p.set_defaults(func=cmd_table if name == "table" else cmd_plot)
+    p = sub.add_parser("leaderboard", help="rank every entry measured under a board's protocol (Markdown + HTML)")
+    p.add_argument("name")
+    p.add_argument("--out", default="runs")
+    p.add_argument("--dest", help="output folder (default OUT/leaderboards)")
+    p.set_defaults(func=cmd_leaderboard)
+
+
+def _frame(args):
+    from elit_bench.results.records import load_records, records_frame
+    from elit_bench.suites.spec import load_suite
+
+    suite = load_suite(args.suite)
+    return suite, records_frame(load_records(args.out, suite.name, args.scale))
+
+
+def _dest(args, suite) -> Path:
+    return Path(args.dest) if args.dest else Path(args.out) / suite.name / (args.scale or "all") / "report"
+
+
+def cmd_table(args) -> int:
+    from elit_bench.checkpoint import atomic_write
+    from elit_bench.results.report import render_table
+
+    suite, frame = _frame(args)
+    md, latex = render_table(suite, frame)
+    dest = _dest(args, suite)
+    for name, text in (("table.md", md), ("table.tex", latex)):
+        atomic_write(dest / name, lambda tmp, text=text: Path(tmp).write_text(text))
+    print(md)
+    print(f"wrote {dest / 'table.md'} and {dest / 'table.tex'}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from elit_bench.results.report import draw_plot
+
+    suite, frame = _frame(args)
+    for path in draw_plot(suite, frame, _dest(args, suite) / "figure"):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from elit_bench.results.leaderboard import write_leaderboard
+
+    for path in write_leaderboard(args.name, args.out, args.dest or Path(args.out) / "leaderboards"):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,141 @@
+"""Tables (Markdown, LaTeX), figures (seaborn, PNG + SVG) and leaderboards, generated from records.
+
+A suite's `report` says what to draw:
+
+    report: {kind: table}                                   # the paper's layout, ours beside theirs
+    report: {kind: plot, x: sample_gflops, y: fid, hue: run, style: guidance, frontier: true}
+
+Tables put each published number (suite `paper: {table, setting}`) next to
+ours with the relative change; runs map to published rows by `paper_row`
+and evaluations to published columns by `paper_guidance`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from elit_bench.checkpoint import atomic_write
+from elit_bench.errors import UserError
+from elit_bench.results.records import LOWER_IS_BETTER, load_records, published, records_frame
+
+METRIC_LABELS = {"fid": "FID", "fdd": "FDD", "is_mean": "IS", "fvd": "FVD", "sfid": "sFID", "precision": "Prec.",
+                 "recall": "Rec.", "digits_fd": "FD(digits)", "digits_acc": "Acc(digits)", "tf": "TF"}
+
+
+def comparison(suite, frame: pd.DataFrame) -> pd.DataFrame:
+    """Ours and published side by side: one row per (run, eval, metric) with the relative change."""
+    if frame.empty:
+        raise UserError(f"no records for suite {suite.name!r}: run `elit-bench run {suite.name}` first")
+    ours = frame.copy()
+    paper = suite.paper
+    if paper.get("table"):
+        pub = published(paper["table"]).rename(columns={"row": "paper_row", "guidance": "paper_guidance",
+                                                         "value": "paper", "setting": "paper_setting"})
+        # a run's published setting: its own (e.g. 512px rows of Table 5a) or the suite's
+        ours["paper_setting"] = ours["paper_setting"].fillna(paper.get("setting", ""))
+        keys = ["paper_row", "paper_setting", "paper_guidance", "metric"]
+        ours = ours.merge(pub[keys + ["paper"]], on=keys, how="left")
+        tf = pub[pub["metric"] == "tf"][["paper_row", "paper_setting", "paper"]].rename(columns={"paper": "paper_tf"})
+        ours = ours.merge(tf, on=["paper_row", "paper_setting"], how="left")
+    else:
+        ours["paper"] = float("nan")
+        ours["paper_tf"] = float("nan")
+    ours["change_pct"] = 100 * (ours["value"] - ours["paper"]) / ours["paper"]
+    return ours
+
+
+def _cell(value, paper, change) -> str:
+    if pd.isna(paper):
+        return f"{value:.4g}"
+    return f"{value:.4g} ({paper:.4g}, {change:+.0f}%)"
+
+
+def render_table(suite, frame: pd.DataFrame) -> tuple[str, str]:
+    """(Markdown, LaTeX). Layout "wide" (the paper's: a row per run, a column per metric and evaluation;
+    the default when the suite names a paper table) or "long" (a row per run and evaluation)."""
+    cmp = comparison(suite, frame)
+    cmp["cell"] = [_cell(v, p, c) for v, p, c in zip(cmp["value"], cmp["paper"], cmp["change_pct"])]
+    cmp["label"] = cmp["metric"].map(lambda m: METRIC_LABELS.get(m, m))
+    runs = list(dict.fromkeys(cmp["run"]))
+    layout = suite.report.get("layout", "wide" if suite.paper.get("table") else "long")
+    if layout == "wide":
+        cmp["column"] = cmp["label"] + " " + cmp["eval"]
+        order = list(dict.fromkeys(cmp["column"]))
+        table = cmp.pivot_table(index="run", columns="column", values="cell", aggfunc="first")[order].reindex(runs)
+        tf = cmp.groupby("run", sort=False).agg(tf=("train_tflops_per_iter", "first"), paper_tf=("paper_tf", "first"))
+        table.insert(0, "TF/iter", [_cell(t, p, 100 * (t - p) / p)
+                                    for t, p in zip(tf.loc[runs, "tf"], tf.loc[runs, "paper_tf"])])
+    else:
+        order = list(dict.fromkeys(cmp["label"]))
+        table = cmp.pivot_table(index=["run", "eval"], columns="label", values="cell", aggfunc="first")[order]
+        table = table.reindex(list(dict.fromkeys(zip(cmp["run"], cmp["eval"]))))
+        compute = cmp.groupby(["run", "eval"], sort=False).agg(gf=("sample_gflops", "first"),
+                                                               tf=("train_tflops_per_iter", "first"))
+        table.insert(0, "sample GFLOPs", compute.loc[table.index, "gf"].map(lambda v: f"{v:.4g}").to_numpy())
+        table.insert(0, "train TF/iter", compute.loc[table.index, "tf"].map(lambda v: f"{v:.4g}").to_numpy())
+    table = table.fillna("-")
+    note = (f"Cells: ours (published, relative change). Source: {suite.paper.get('table')} "
+            f"{suite.paper.get('setting') or ''} of the ELIT paper (baselines/published_results.csv)."
+            if suite.paper.get("table") else "No published counterpart: cells are ours.")
+    samples = sorted({int(n) for n in frame["num_samples"].dropna()})
+    header = f"# {suite.title}\n\nscale: {', '.join(sorted(frame['scale'].unique()))}; samples per set: {samples}\n\n"
+    shown = table.reset_index() if layout != "wide" else table
+    md = header + shown.to_markdown(index=layout == "wide") + f"\n\n{note}\n"
+    latex = table.to_latex(escape=True, caption=suite.title, label=f"tab:{suite.name}")
+    return md, latex
+
+
+def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
+    """The suite's figure with seaborn, saved as PNG and SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from elit_bench.metrics.frontier import pareto_frontier
+
+    spec = suite.report
+    x, y = spec.get("x", "sample_gflops"), spec.get("y", "fid")
+    data = frame[frame["metric"] == y].copy()
+    if data.empty:
+        raise UserError(f"no {y!r} values in the records of suite {suite.name!r}")
+    data = data.rename(columns={"value": y})
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    sns.lineplot(data=data.sort_values(x), x=x, y=y, hue=spec.get("hue", "series"), style=spec.get("style"),
+                 marker="o", ax=ax)
+    if spec.get("logx"):
+        ax.set_xscale("log")
+    if spec.get("frontier", False):
+        front = data.iloc[pareto_frontier(data[x], data[y], higher_is_better=y not in LOWER_IS_BETTER)]
+        ax.plot(front[x], front[y], ls="--", c="k", lw=1, label="Pareto frontier")
+        ax.legend(fontsize=8)
+    ax.set_xlabel(spec.get("xlabel", x))
+    ax.set_ylabel(spec.get("ylabel", METRIC_LABELS.get(y, y)))
+    ax.set_title(suite.title, fontsize=10)
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        path = path_stem.with_suffix(f".{ext}")
+        atomic_write(path, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150))
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def write_report(suite, out, scale: str | None = None, dest: Path | None = None) -> list[Path]:
+    """Table (always) and figure (when the suite has one) under DEST (default OUT/<suite>/<scale>/report)."""
+    frame = records_frame(load_records(out, suite.name, scale))
+    if frame.empty:
+        raise UserError(f"no records for suite {suite.name!r} under {str(out)!r}: run `elit-bench run {suite.name}`")
+    dest = Path(dest) if dest else Path(out) / suite.name / (scale or "all") / "report"
+    md, latex = render_table(suite, frame)
+    paths = []
+    for name, text in (("table.md", md), ("table.tex", latex)):
+        atomic_write(dest / name, lambda tmp, text=text: Path(tmp).write_text(text))
+        paths.append(dest / name)
+    if suite.report.get("kind") == "plot":
+        paths += draw_plot(suite, frame, dest / "figure")
+    return paths
