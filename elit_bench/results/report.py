@@ -20,8 +20,10 @@ from elit_bench.checkpoint import atomic_write
 from elit_bench.errors import UserError
 from elit_bench.results.records import LOWER_IS_BETTER, load_records, published, records_frame
 
-METRIC_LABELS = {"fid": "FID", "fdd": "FDD", "is_mean": "IS", "fvd": "FVD", "sfid": "sFID", "precision": "Prec.",
+METRIC_LABELS = {"fid": "FID", "fdd": "FDD", "fvd": "FVD", "is_mean": "IS", "sfid": "sFID", "precision": "Prec.",
                  "recall": "Rec.", "digits_fd": "FD(digits)", "digits_acc": "Acc(digits)", "tf": "TF"}
+# a metric name of `metrics.names` -> the record key its column shows (columns follow the suite's order)
+METRIC_OF_KEY = {"is": "is_mean", "pr": "precision", "kid": "kid_mean"}
 
 
 def comparison(suite, frame: pd.DataFrame) -> pd.DataFrame:
@@ -58,19 +60,27 @@ def render_table(suite, frame: pd.DataFrame) -> tuple[str, str]:
     cmp = comparison(suite, frame)
     cmp["cell"] = [_cell(v, p, c) for v, p, c in zip(cmp["value"], cmp["paper"], cmp["change_pct"])]
     cmp["label"] = cmp["metric"].map(lambda m: METRIC_LABELS.get(m, m))
-    runs = list(dict.fromkeys(cmp["run"]))
+    # rows and columns in the suite's order: runs and evaluations as written, metrics as the paper prints them
+    specs = suite.runs(cmp["scale"].iloc[0], strict_variables=False)
+    run_rank = {r.label: i for i, r in enumerate(specs)}
+    eval_rank = {label: i for i, label in enumerate(dict.fromkeys(e.label for r in specs for e in r.evals))}
+    names = [n for r in specs for e in r.evals for n in e.metrics.get("names", [])]
+    metric_rank = {m: i for i, m in enumerate(dict.fromkeys([METRIC_OF_KEY.get(n, n) for n in names] + list(METRIC_LABELS)))}
+    cmp = cmp.assign(_r=cmp["run"].map(run_rank), _e=cmp["eval"].map(eval_rank),
+                     _m=cmp["metric"].map(lambda m: metric_rank.get(m, len(metric_rank))))
+    runs = list(dict.fromkeys(cmp.sort_values(["_r"], kind="stable")["run"]))
     layout = suite.report.get("layout", "wide" if suite.paper.get("table") else "long")
     if layout == "wide":
         cmp["column"] = cmp["label"] + " " + cmp["eval"]
-        order = list(dict.fromkeys(cmp["column"]))
+        order = list(dict.fromkeys(cmp.sort_values(["_m", "_e"], kind="stable")["column"]))
         table = cmp.pivot_table(index="run", columns="column", values="cell", aggfunc="first")[order].reindex(runs)
         tf = cmp.groupby("run", sort=False).agg(tf=("train_tflops_per_iter", "first"), paper_tf=("paper_tf", "first"))
         table.insert(0, "TF/iter", [_cell(t, p, 100 * (t - p) / p)
                                     for t, p in zip(tf.loc[runs, "tf"], tf.loc[runs, "paper_tf"])])
     else:
-        order = list(dict.fromkeys(cmp["label"]))
+        order = list(dict.fromkeys(cmp.sort_values(["_m"], kind="stable")["label"]))
         table = cmp.pivot_table(index=["run", "eval"], columns="label", values="cell", aggfunc="first")[order]
-        table = table.reindex(list(dict.fromkeys(zip(cmp["run"], cmp["eval"]))))
+        table = table.reindex(list(dict.fromkeys(zip(*cmp.sort_values(["_r", "_e"], kind="stable")[["run", "eval"]].T.values))))
         compute = cmp.groupby(["run", "eval"], sort=False).agg(gf=("sample_gflops", "first"),
                                                                tf=("train_tflops_per_iter", "first"))
         table.insert(0, "sample GFLOPs", compute.loc[table.index, "gf"].map(lambda v: f"{v:.4g}").to_numpy())

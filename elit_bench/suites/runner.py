@@ -135,7 +135,7 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, progres
     if real == "digits":
         real = digits_reference(rdir.parents[2] / "_shared", train_config["data"]["resolution"])
     names = metrics.pop("names", ["fid"])
-    scores = compute_metrics(edir / "samples.npz", real, names, **metrics.pop("options", {}))
+    scores = compute_metrics(edir / "samples.npz", real, names, **(metrics.pop("options", None) or {}))
     if metrics:
         raise UserError(f"unknown metrics setting(s) {sorted(metrics)} in evaluation {ev.label!r}")
     score_provenance = scores.pop("provenance", {})

@@ -1,0 +1,51 @@
+"""End to end: the quickstart suite runs, survives SIGKILL, and resumes without redoing finished runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+TINY = ["--set", "train.steps=4", "--set", "train.ckpt_every=2", "--set", "train.model_kwargs.hidden_size=32",
+        "--set", "train.model_kwargs.depth=4", "--set", "metrics.num_samples=16", "--set", "sample.steps=2",
+        "--set", "sample.batch=16", "--no-progress"]
+
+
+def quickstart(out):
+    env = dict(os.environ, OMP_NUM_THREADS="1", ELIT_BENCH_CACHE=str(out / "cache"))
+    return subprocess.Popen([sys.executable, "-m", "elit_bench.cli", "run", "quickstart", "--out", str(out), *TINY],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+
+
+def test_sigkill_mid_suite_then_same_command_completes(tmp_path):
+    out = tmp_path / "runs"
+    proc = quickstart(out)
+    root = out / "quickstart" / "smoke"
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(root.glob("*/DONE")):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    first_done = list(root.glob("*/DONE"))
+    assert len(first_done) == 1, "the first run should be done while the second is still going"
+    assert proc.poll() is None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = first_done[0].parent
+    stamps = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
+
+    rerun = quickstart(out)
+    log, _ = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, log
+    assert "1 already done" in log
+    # the finished run was not touched: same files, same modification times
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()} == stamps
+    runs = sorted(root.glob("*/DONE"))
+    assert len(runs) == 2
+    records = sorted(root.glob("*/records/*.json"))
+    assert len(records) == 2 + 6  # DiT: J=all, CFG; ELIT-MB: J=1..4, CFG, CCFG
+    for path in records:
+        record = json.loads(path.read_text())
+        assert {"digits_fd", "digits_acc"} <= set(record["metrics"])
+        assert record["provenance"]["config_hash"] and record["flops"]["sample_flops_per_sample"] > 0
+    assert (root / "report" / "table.md").is_file() and (root / "report" / "figure.png").is_file()
