@@ -3,7 +3,6 @@ the interval limits guidance, bad settings are user errors, and the FLOPs of a p
 
 import pytest
 import torch
-from helpers import randomize, tiny
 
 from elit_bench.errors import UserError
 from elit_bench.flops import forward_flops
@@ -11,6 +10,7 @@ from elit_bench.flow.guidance import Guidance, build_plan, guidance_flops_ratio,
 from elit_bench.flow.sampling import time_grid
 from elit_bench.models import create_model
 from elit_bench.sampling.generate import Recipe, draw_seed, prepare, sample_seeds
+from helpers import randomize, tiny
 
 SEEDS = [0, 1, 2]
 

@@ -12,12 +12,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import randomize, tiny
 
 from elit_bench import cli
 from elit_bench.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from elit_bench.flops import forward_flops
 from elit_bench.sampling.generate import Recipe, format_seeds, parse_seeds, prepare, sample_seeds, seed_list
+from helpers import randomize, tiny
 
 TINY = dict(input_size=8, in_channels=1, num_classes=10, hidden_size=64, depth=4, num_heads=4)
 DATA = {"name": "digits", "kind": "pixels", "resolution": 8, "channels": 1, "num_classes": 10, "frames": None,

@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
-from helpers import randomize, tiny
 from torch import nn
 
 from elit_bench.errors import UserError
 from elit_bench.flow.sampling import evaluation_times, solve, time_grid
 from elit_bench.flow.schedules import parse_schedule, resolve_budgets
 from elit_bench.flow.teacache import cached_forward, skip_plan
+from helpers import randomize, tiny
 
 
 def small(name="ELIT-DiT-S/2", **kw):

@@ -54,7 +54,13 @@ def parse_overrides(items: list[str]) -> dict:
 def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch: int = 256,
                 measure: bool = False, overrides: dict | None = None) -> dict:
     """The numbers `elit-bench flops` prints, as a dict."""
-    from elit_bench.flops import budget_range, forward_flops, mean_forward_flops, measure_forward_flops, train_tflops
+    from elit_bench.flops import (
+        budget_range,
+        forward_flops,
+        mean_forward_flops,
+        measure_forward_flops,
+        train_tflops,
+    )
     from elit_bench.models import create_model, param_count
 
     if budget is not None and budget_spec is not None:
