@@ -1,12 +1,14 @@
-import os
-
 import pytest
 import torch
 
-# under `pytest -n 2` each worker gets one core: two threads per worker on a 2-core machine
-# oversubscribe it and make tiny-model steps several times slower
-if os.environ.get("PYTEST_XDIST_WORKER"):
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Test models are tiny: threads gain nothing, and under `-n 2` two per worker oversubscribe 2 cores."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

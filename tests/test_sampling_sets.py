@@ -27,14 +27,6 @@ GUIDED = ["--steps", "6", "--guidance", "ccfg", "--scale", "0.5", "--guide-budge
           "--teacache", "1.5"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU extra threads spin and crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def write_checkpoint(path, name, **kw):
     model = randomize(tiny(name, **TINY, **kw))

@@ -34,13 +34,6 @@ def _worker(rank: int, world: int, port: int, config: dict, out_dir: str) -> Non
         json.dump(summary, f)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_two_processes_follow_the_single_process_run(tmp_path):
     single = train({**CONFIG, "out": str(tmp_path / "single")})

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
 from elit_bench.checkpoint import load_checkpoint, model_from_checkpoint
@@ -20,14 +19,6 @@ TINY = ["--model", "ELIT-DiT-S/2", "--data", "digits", "--resolution", "8", "--b
         "model_kwargs.num_heads=2", "model_kwargs.group_size=2", "ema_decay=0.9", "warmup=2", "lr=1e-3",
         "log_every=1", "progress=false"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and two threads per test worker oversubscribe 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _train(out, steps, *extra):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from elit_bench.checkpoint import load_checkpoint
 from elit_bench.training import train
@@ -12,13 +11,6 @@ TINY_KW = {"hidden_size": 32, "depth": 3, "num_heads": 2}
 BASE = {"data": "digits", "resolution": 8, "batch": 8, "steps": 2, "lr": 1e-3, "warmup": 1, "log_every": 1,
         "progress": False}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_tiny_multi_budget_elit_learns_digits(tmp_path):
