@@ -24,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--partition", help="slurm: partition")
     p.add_argument("--gpus", type=int, default=0, help="slurm: GPUs per job")
     p.add_argument("--timeout-min", type=int, default=60, help="slurm: job time limit; jobs requeue and resume")
+    p.add_argument("--cpus", type=int, default=2, help="slurm: CPUs per job")
     p.add_argument("--dry-run", action="store_true", help="print the plan with TF per iteration and total FLOPs")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.add_argument("--no-progress", action="store_true")
@@ -134,7 +135,7 @@ def cmd_run(args) -> int:
                   f"{p['evals']} eval(s), {p['samples']} samples")
         return 0
     launcher = make_launcher(args.launcher, nproc=args.nproc, partition=args.partition, gpus=args.gpus,
-                             timeout_min=args.timeout_min)
+                             timeout_min=args.timeout_min, cpus=args.cpus)
     code = run_all(runs, args.out, launcher, progress=not args.no_progress)
     if code == 0 and runs:
         from elit_bench.results.report import write_report
