@@ -1,0 +1,293 @@
+"""From sample sets and statistics files to metric values with provenance.
+
+``compute_metrics(fake, real, metrics)`` is the library entry point behind
+``elit-bench metrics``. Each metric names an extractor and one of its features
+(`METRICS`). Frechet metrics use stored statistics where a source has them (the
+convention for published ImageNet numbers with ADM reference batches) and
+statistics of extracted features otherwise; IS, precision/recall, KID and
+class accuracy need per-sample features. Features are extracted once per
+(source, extractor), sharded over ranks under ``torch.distributed``, and cached
+on disk by content hash, extractor identity and preprocessing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from elit_bench import __version__
+from elit_bench.errors import UserError, choices_error
+from elit_bench.metrics.distributed import gather_rows, rank_and_world, shard_range
+from elit_bench.metrics.extractors import FeatureExtractor, get_extractor
+from elit_bench.metrics.frechet import frechet_distance_stats
+from elit_bench.metrics.inception_score import inception_score
+from elit_bench.metrics.prdc import kernel_inception_distance, precision_recall
+from elit_bench.metrics.sources import SampleSet, Source, open_source
+from elit_bench.metrics.stats import FeatureCache, FeatureStats, save_statistics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric is computed from."""
+
+    extractor: str  # registry name
+    feature: str  # one of the extractor's outputs
+    kind: str  # "frechet", "is", "pr", "kid" or "accuracy"
+    keys: tuple[str, ...]  # keys it adds to the results
+    stats_suffix: str | None = None  # frechet metrics: suffix of mu/sigma in statistics files
+
+
+INCEPTION, DINOV2, I3D, DIGITS = "inception-v3-tf", "dinov2-vitl14", "i3d-stylegan-v", "digits-cnn"
+METRICS: dict[str, MetricSpec] = {
+    "fid": MetricSpec(INCEPTION, "pool", "frechet", ("fid",), ""),
+    "sfid": MetricSpec(INCEPTION, "spatial", "frechet", ("sfid",), "_s"),
+    "fdd": MetricSpec(DINOV2, "cls", "frechet", ("fdd",), "_dinov2"),
+    "fvd": MetricSpec(I3D, "features", "frechet", ("fvd",), "_i3d"),
+    "digits_fd": MetricSpec(DIGITS, "penultimate", "frechet", ("digits_fd",), "_digits"),
+    "is": MetricSpec(INCEPTION, "logits_unbiased", "is", ("is_mean", "is_std")),
+    "pr": MetricSpec(INCEPTION, "pool", "pr", ("precision", "recall")),
+    "kid": MetricSpec(INCEPTION, "pool", "kid", ("kid_mean", "kid_std")),
+    "digits_acc": MetricSpec(DIGITS, "logits", "accuracy", ("digits_acc",)),
+}
+
+
+def parse_metrics(metrics: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Metric names from "fid,is" or a list; `UserError` for unknown ones."""
+    names = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else list(metrics)
+    names = [m for m in names if m]
+    if not names:
+        raise UserError(f"no metrics requested; choose from {', '.join(METRICS)}")
+    for m in names:
+        if m not in METRICS:
+            raise choices_error("metric", m, list(METRICS))
+    return list(dict.fromkeys(names))
+
+
+def extract_features(
+    extractor: FeatureExtractor, samples: SampleSet, outputs: tuple[str, ...], batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """Features {output: float64 (rows, D)} of all samples, in sample order.
+
+    Image extractors on videos see every frame (rows = N * T, frame order
+    within each video). Under ``torch.distributed`` every rank extracts a
+    contiguous shard and all ranks receive the gathered result.
+    """
+    if batch_size < 1:
+        raise UserError(f"batch size must be positive, got {batch_size}")
+    if extractor.modality == "video" and not samples.is_video:
+        raise UserError(f"{extractor.name} needs videos (arr_0 of shape (N, T, H, W, 3)), got images {samples.sample_shape}")
+    frames = samples.sample_shape[0] if samples.is_video and extractor.modality == "image" else 1
+    rank, world = rank_and_world()
+    sharded = world > 1 and samples.num >= world  # every rank needs at least one sample to gather
+    start, stop = shard_range(samples.num, rank, world) if sharded else (0, samples.num)
+    chunks: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
+    for batch in samples.batches(start, stop, max(1, batch_size // frames)):
+        x = torch.tensor(batch)
+        if frames > 1:
+            x = x.flatten(0, 1)  # (B, T, H, W, C) -> (B * T, H, W, C)
+        x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.permute(0, 4, 1, 2, 3)  # channels first
+        for name, f in extractor.extract(x, outputs).items():
+            chunks[name].append(f.numpy())
+    local = {o: np.concatenate(c).astype(np.float64) for o, c in chunks.items()}
+    if not sharded:
+        return local
+    counts = [(b - a) * frames for a, b in (shard_range(samples.num, r, world) for r in range(world))]
+    return {o: gather_rows(f, counts) for o, f in local.items()}
+
+
+class Evaluator:
+    """Computes metrics between sources, reusing extractors and features across calls.
+
+    extractor_options: {extractor name: constructor options}, e.g.
+    {"inception-v3-tf": {"weights": "w.pth"}, "dinov2-vitl14": {"weights": ..., "repo": ...}}.
+    cache_dir: feature cache root (default `stats.default_cache_dir()`); use_cache=False disables it.
+    """
+
+    def __init__(
+        self,
+        extractor_options: dict[str, dict] | None = None,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+    ):
+        self.options = extractor_options or {}
+        self.batch_size = batch_size
+        self.device = device
+        self.cache = FeatureCache(cache_dir) if use_cache else None
+        self._extractors: dict[str, FeatureExtractor] = {}
+        self._features: dict[tuple[SampleSet, str, str], np.ndarray] = {}  # (samples, extractor, feature)
+        self._hashes: dict[SampleSet, str] = {}
+
+    def extractor(self, name: str) -> FeatureExtractor:
+        if name not in self._extractors:
+            self._extractors[name] = get_extractor(name, device=self.device, **self.options.get(name, {}))
+        return self._extractors[name]
+
+    def content_sha256(self, samples: SampleSet) -> str:
+        if samples not in self._hashes:
+            self._hashes[samples] = samples.content_sha256()
+        return self._hashes[samples]
+
+    def features(self, source: Source, extractor_name: str, features: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Per-sample features {name: float64 (N, D)} of a source, from memory, the disk cache or extraction."""
+        if source.samples is None:
+            raise UserError(f"{source.name} holds only statistics; this metric needs the samples themselves")
+        samples, ex = source.samples, self.extractor(extractor_name)
+        out = {f: self._features[(samples, ex.name, f)] for f in features if (samples, ex.name, f) in self._features}
+        missing = tuple(f for f in features if f not in out)
+        key = self.cache.key(self.content_sha256(samples), ex.identity()) if self.cache and missing else None
+        if key is not None:
+            cached = {f: self.cache.load(key, f) for f in missing}
+            out.update({f: a.astype(np.float64) for f, a in cached.items() if a is not None})
+            missing = tuple(f for f in missing if cached[f] is None)
+        if missing:
+            log.info("extracting %s %s features of %s (%d samples)", ex.name, missing, source.name, samples.num)
+            fresh = extract_features(ex, samples, missing, self.batch_size)
+            out.update(fresh)
+            if key is not None and rank_and_world()[0] == 0:
+                meta = {"source": source.name, "content_sha256": self.content_sha256(samples), **ex.identity()}
+                for f, a in fresh.items():
+                    self.cache.save(key, f, a.astype(np.float32), meta)  # extracted in float32: lossless
+        for f, a in out.items():
+            self._features[(samples, ex.name, f)] = a
+        return out
+
+    def statistics(self, source: Source, metric: str) -> tuple[FeatureStats, str | None, str]:
+        """(statistics, weights sha256 of the extractor behind them or None, "stored" | "computed")."""
+        spec = METRICS[metric]
+        if spec.stats_suffix in source.stats:
+            weights = source.meta.get("extractors", {}).get(spec.extractor, {}).get("weights_sha256")
+            return source.stats[spec.stats_suffix], weights, "stored"
+        feats = self.features(source, spec.extractor, (spec.feature,))[spec.feature]
+        return FeatureStats.from_features(feats), self.extractor(spec.extractor).weights_sha256, "computed"
+
+    def prefetch(self, source: Source | None, metrics: list[str]) -> None:
+        """Extract, in one pass per extractor, every feature of `source` that `metrics` will read."""
+        if source is None or source.samples is None:
+            return
+        wanted: dict[str, list[str]] = {}
+        for name in metrics:
+            spec = METRICS[name]
+            if not (spec.kind == "frechet" and spec.stats_suffix in source.stats):
+                wanted.setdefault(spec.extractor, []).append(spec.feature)
+        for extractor, features in wanted.items():
+            self.features(source, extractor, tuple(dict.fromkeys(features)))
+
+    def frechet(self, fake: Source, real: Source, metric: str) -> tuple[float, dict]:
+        """(Frechet distance, description of the reference statistics) for one Frechet metric."""
+        (a, weights_a, _), (b, weights_b, origin) = self.statistics(fake, metric), self.statistics(real, metric)
+        if weights_a is not None and weights_b is not None and weights_a != weights_b:
+            raise UserError(
+                f"{metric}: the two sides come from different {METRICS[metric].extractor} weights "
+                f"(sha256 {weights_a[:12]}... vs {weights_b[:12]}...); recompute both with the same weights file"
+            )
+        try:
+            value = frechet_distance_stats(a, b)
+        except UserError as exc:
+            raise UserError(f"{metric}: {exc}") from exc
+        reference = {"sha256": b.sha256, "origin": origin, "num_samples": b.num, "dim": b.dim}
+        if origin == "computed":  # round-off makes sha256 vary with sharding; the samples' hash does not
+            reference["content_sha256"] = self.content_sha256(real.samples)
+        return value, reference
+
+    def compute(self, fake: Source, real: Source | None, metrics: list[str]) -> dict:
+        """Metric values plus a ``provenance`` entry; see `compute_metrics`."""
+        names = parse_metrics(metrics)
+        two_sided = [n for n in names if METRICS[n].kind in ("frechet", "pr", "kid")]
+        if two_sided and real is None:
+            raise UserError(f"{', '.join(two_sided)}: a comparison needs the real (reference) samples or statistics too")
+        self.prefetch(fake, names)
+        self.prefetch(real, two_sided)
+        results: dict = {}
+        reference: dict = {}
+        for name in names:
+            spec = METRICS[name]
+            if spec.kind == "frechet":
+                results[name], reference[name] = self.frechet(fake, real, name)
+                continue
+            fake_features = self.features(fake, spec.extractor, (spec.feature,))[spec.feature]
+            if spec.kind == "is":
+                results.update(zip(spec.keys, inception_score(fake_features)))
+            elif spec.kind in ("pr", "kid"):
+                real_features = self.features(real, spec.extractor, (spec.feature,))[spec.feature]
+                fn = precision_recall if spec.kind == "pr" else kernel_inception_distance
+                results.update(zip(spec.keys, fn(fake_features, real_features)))
+                reference[name] = {"content_sha256": self.content_sha256(real.samples), "num_samples": len(real_features)}
+            else:  # accuracy of a classifier against the labels stored with the samples
+                labels = fake.samples.labels
+                if labels is None or len(labels) != len(fake_features):
+                    raise UserError(
+                        f"{name} needs one class label per sample: give samples as an .npz with labels in arr_1 "
+                        f"({fake.name} has {'no' if labels is None else len(labels)} labels for {len(fake_features)} samples)"
+                    )
+                results[name] = float((fake_features.argmax(axis=1) == labels).mean())
+        results["provenance"] = self.provenance(fake, real, reference)
+        return results
+
+    def provenance(self, fake: Source, real: Source | None, reference: dict) -> dict:
+        from importlib.metadata import version
+
+        sides = {}
+        for side, src in (("fake", fake), ("real", real)):
+            if src is None:
+                continue
+            sides[side] = src.describe()
+            if src.samples is not None:
+                sides[side]["content_sha256"] = self.content_sha256(src.samples)
+            if src.meta:
+                sides[side]["stored_meta"] = src.meta
+        return {
+            **sides,
+            "extractors": {name: ex.identity() for name, ex in self._extractors.items()},
+            "reference_statistics": reference,
+            "versions": {"elit_bench": __version__, "torch": torch.__version__, "torch_fidelity": version("torch-fidelity")},
+        }
+
+    def save_statistics(self, source: Source, metrics: list[str], path: str | Path) -> dict:
+        """Write (on rank 0) the statistics behind the Frechet metrics among `metrics` for `source`; returns the meta."""
+        requested = parse_metrics(metrics)
+        names = [n for n in requested if METRICS[n].kind == "frechet"]
+        if not names:
+            frechet = ", ".join(m for m, s in METRICS.items() if s.kind == "frechet")
+            raise UserError(f"none of {', '.join(requested)} is a Frechet metric; statistics files hold {frechet}")
+        self.prefetch(source, names)
+        stats, extractors = {}, {}
+        for name in names:
+            spec = METRICS[name]
+            stats[spec.stats_suffix], _, origin = self.statistics(source, name)
+            if origin == "computed":
+                extractors[spec.extractor] = self.extractor(spec.extractor).identity()
+            elif spec.extractor in source.meta.get("extractors", {}):
+                extractors[spec.extractor] = source.meta["extractors"][spec.extractor]
+        meta = {"source": source.describe(), "extractors": extractors, "elit_bench": __version__}
+        if source.samples is not None:
+            meta["content_sha256"] = self.content_sha256(source.samples)
+        if rank_and_world()[0] == 0:
+            save_statistics(path, stats, meta)
+        return meta
+
+
+def compute_metrics(fake, real=None, metrics=("fid",), **evaluator_options) -> dict:
+    """Metrics of `fake` against `real`.
+
+    fake, real: image folder, .npz in the ADM layout (arr_0 uint8 (N, H, W, 3) or
+    videos (N, T, H, W, 3), arr_1 labels, optional stored statistics), a
+    statistics .npz, a uint8 array, a `SampleSet` or a `Source`; real may be
+    None for IS and digits accuracy. metrics: names from `METRICS` ("fid,is" or
+    a list). evaluator_options: see `Evaluator`.
+
+    Returns {"fid": ..., "is_mean": ..., "is_std": ..., "precision": ..., ...,
+    "provenance": {...}}; provenance records the sources (sample counts,
+    content hashes), extractor identities (weights sha256, preprocessing) and,
+    per metric, the reference statistics used (sha256, stored or computed).
+    """
+    evaluator = Evaluator(**evaluator_options)
+    real_source = open_source(real, "real") if real is not None else None
+    return evaluator.compute(open_source(fake, "fake"), real_source, parse_metrics(metrics))
