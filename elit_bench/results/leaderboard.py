@@ -19,7 +19,8 @@ import pandas as pd
 
 from elit_bench.checkpoint import atomic_write
 from elit_bench.errors import UserError
-from elit_bench.results.records import LOWER_IS_BETTER, load_records
+from elit_bench.metrics.frontier import HIGHER_IS_BETTER, pareto_frontier
+from elit_bench.results.records import load_records
 
 
 def board_definition(name: str) -> dict:
@@ -43,7 +44,6 @@ def matches(record: dict, protocol: dict) -> bool:
 
 
 def leaderboard_frame(name: str, out) -> tuple[dict, pd.DataFrame]:
-    from elit_bench.metrics.frontier import pareto_frontier
 
     board = board_definition(name)
     metric, protocol = board["metric"], board.get("protocol", {})
@@ -57,7 +57,7 @@ def leaderboard_frame(name: str, out) -> tuple[dict, pd.DataFrame]:
     if not rows:
         raise UserError(f"leaderboard {name!r} has no entries under {str(out)!r} matching its protocol {protocol}")
     df = pd.DataFrame(rows)
-    higher = metric not in LOWER_IS_BETTER
+    higher = HIGHER_IS_BETTER.get(metric, False)
     df = df.sort_values(metric, ascending=not higher).reset_index(drop=True)
     front = set(pareto_frontier(df["sample GFLOPs"], df[metric], higher_is_better=higher).tolist())
     df.insert(0, "rank", range(1, len(df) + 1))
@@ -67,7 +67,7 @@ def leaderboard_frame(name: str, out) -> tuple[dict, pd.DataFrame]:
 
 def write_leaderboard(name: str, out, dest) -> list[Path]:
     board, df = leaderboard_frame(name, out)
-    arrow = "higher is better" if board["metric"] not in LOWER_IS_BETTER else "lower is better"
+    arrow = "higher is better" if HIGHER_IS_BETTER.get(board["metric"], False) else "lower is better"
     title = f"Leaderboard {name}: {board['metric']} ({arrow})"
     protocol = ", ".join(f"{k}={v}" for k, v in board.get("protocol", {}).items())
     md = f"# {title}\n\nProtocol: {protocol}. `*` marks the compute-quality Pareto frontier (sample FLOPs vs metric).\n\n"

@@ -12,7 +12,6 @@ from elit_bench.errors import UserError
 
 # our record's metric key for each published metric name
 METRIC_KEYS = {"is": "is_mean"}
-LOWER_IS_BETTER = {"fid", "fdd", "fvd", "sfid", "digits_fd", "kid_mean"}
 
 
 def load_records(out, suite: str | None = None, scale: str | None = None) -> list[dict]:

@@ -18,7 +18,8 @@ import pandas as pd
 
 from elit_bench.checkpoint import atomic_write
 from elit_bench.errors import UserError
-from elit_bench.results.records import LOWER_IS_BETTER, load_records, published, records_frame
+from elit_bench.metrics.frontier import HIGHER_IS_BETTER, pareto_frontier
+from elit_bench.results.records import load_records, published, records_frame
 
 METRIC_LABELS = {"fid": "FID", "fdd": "FDD", "fvd": "FVD", "is_mean": "IS", "sfid": "sFID", "precision": "Prec.",
                  "recall": "Rec.", "digits_fd": "FD(digits)", "digits_acc": "Acc(digits)", "tf": "TF"}
@@ -105,7 +106,6 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from elit_bench.metrics.frontier import pareto_frontier
 
     spec = suite.report
     x, y = spec.get("x", "sample_gflops"), spec.get("y", "fid")
@@ -119,7 +119,7 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
     if spec.get("logx"):
         ax.set_xscale("log")
     if spec.get("frontier", False):
-        front = data.iloc[pareto_frontier(data[x], data[y], higher_is_better=y not in LOWER_IS_BETTER)]
+        front = data.iloc[pareto_frontier(data[x], data[y], higher_is_better=HIGHER_IS_BETTER.get(y, False))]
         ax.plot(front[x], front[y], ls="--", c="k", lw=1, label="Pareto frontier")
         ax.legend(fontsize=8)
     ax.set_xlabel(spec.get("xlabel", x))
