@@ -137,7 +137,7 @@ class Backbone(nn.Module):
         ndim = 2 if frames is None else 3
         size = _tuple(input_size, 2)
         self.input_shape = size if frames is None else (frames, *size)
-        patch = _tuple(patch_size, 2) if not isinstance(patch_size, int) else (patch_size,) * 2
+        patch = _tuple(patch_size, 2)
         if ndim == 3 and len(patch) == 2:
             patch = (1, *patch)
         if pos_embed not in ("rope", "learned"):
