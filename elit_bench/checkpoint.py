@@ -15,6 +15,9 @@ import torch
 
 from elit_bench.errors import UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call write(tmp_path) then rename over `path`: readers never see a partial file."""
@@ -26,11 +29,21 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # the mode a plain open() gives, not mkstemp's private 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def atomic_save(path: str | os.PathLike, save) -> Path:
+    """`atomic_write` for savers that take an open binary file (np.save, np.savez, torch.save):
+    given the temporary path itself, np.savez would append ".npz" to it."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            save(f)
+    return atomic_write(path, write)
 
 
 def save_checkpoint(path, obj: dict) -> Path:

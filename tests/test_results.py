@@ -1,6 +1,7 @@
 """Results: tables in the paper's layout with the published numbers beside ours, figures, leaderboards."""
 
 import json
+import os
 
 import pytest
 
@@ -57,6 +58,24 @@ def test_corrupt_record_is_named(table1_records, capsys):
     bad.write_text("{not json")
     assert main(["table", "table1-256", "--out", str(table1_records)]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_long_table_keeps_each_runs_evaluation_order(tmp_path):
+    # the quickstart's DiT has "J=all, CFG", ELIT "J=1..4, CFG, CCFG": CFG must not jump ahead of J=1
+    out = tmp_path / "runs"
+    evals = {"DiT": ["J=all", "CFG"], "ELIT-MB": ["J=1", "J=2", "J=3", "J=4", "CFG", "CCFG J_w=1"]}
+    for run, labels in evals.items():
+        for label in reversed(labels):
+            write_record(out, "quickstart", run, None, label, None, {"digits_fd": 1.0}, scale="smoke")
+    dest = tmp_path / "report"
+    assert main(["table", "quickstart", "--out", str(out), "--dest", str(dest)]) == 0
+    rows = [[c.strip() for c in line.split("|")[1:3]] for line in (dest / "table.md").read_text().splitlines()[6:]
+            if line.startswith("|")]
+    assert rows == [[run, label] for run, labels in evals.items() for label in labels]
+    # results are shared files: the mode a plain open() gives, not a private temporary file's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (dest / "table.md").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_plot_writes_png_and_svg(tmp_path):

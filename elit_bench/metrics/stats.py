@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from elit_bench.checkpoint import atomic_save, atomic_write
 from elit_bench.errors import UserError
 
 META_KEY = "meta"
@@ -68,19 +68,6 @@ class FeatureStats:
         return digest.hexdigest()
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(file object) on a temporary file next to `path`, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_statistics(path: str | Path, stats: dict[str, FeatureStats], meta: dict | None = None) -> None:
     """Write a statistics file; `stats` maps key suffix ("" for Inception pool) to statistics."""
     arrays: dict[str, np.ndarray] = {}
@@ -90,7 +77,7 @@ def save_statistics(path: str | Path, stats: dict[str, FeatureStats], meta: dict
         if st.num is not None:
             arrays[f"num{suffix}"] = np.asarray(st.num)
     arrays[META_KEY] = np.asarray(json.dumps(meta or {}, sort_keys=True))
-    atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+    atomic_save(Path(path), lambda f: np.savez(f, **arrays))
 
 
 def read_npz_keys(path: Path) -> list[str]:
@@ -161,5 +148,5 @@ class FeatureCache:
 
     def save(self, key: str, feature: str, features: np.ndarray, meta: dict) -> None:
         entry = self.root / key
-        atomic_write(entry / f"{feature}.npy", lambda f: np.save(f, features))
-        atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
+        atomic_save(entry / f"{feature}.npy", lambda f: np.save(f, features))
+        atomic_write(entry / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, sort_keys=True)))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from elit_bench.metrics.stats import atomic_write
+from elit_bench.checkpoint import atomic_save
 
 INCEPTION_CLASSES = 1008  # the TF graph's softmax width, which torch-fidelity's port keeps
 CALIBRATION_IMAGES = 8  # batch whose statistics become the BatchNorm running statistics
@@ -74,7 +74,7 @@ def write_random_inception_weights(path: str | Path, seed: int = 0) -> Path:
     net.eval()
     net.fc.weight.mul_(LOGIT_STD / (pool @ net.fc.weight.T).std())
     path = Path(path)
-    atomic_write(path, lambda f: torch.save(net.state_dict(), f))
+    atomic_save(path, lambda f: torch.save(net.state_dict(), f))
     return path
 
 

@@ -34,16 +34,12 @@ def _dest(args, suite) -> Path:
 
 
 def cmd_table(args) -> int:
-    from elit_bench.checkpoint import atomic_write
-    from elit_bench.results.report import render_table
+    from elit_bench.results.report import write_table
 
     suite, frame = _frame(args)
-    md, latex = render_table(suite, frame)
-    dest = _dest(args, suite)
-    for name, text in (("table.md", md), ("table.tex", latex)):
-        atomic_write(dest / name, lambda tmp, text=text: Path(tmp).write_text(text))
+    md, paths = write_table(suite, frame, _dest(args, suite))
     print(md)
-    print(f"wrote {dest / 'table.md'} and {dest / 'table.tex'}")
+    print("wrote " + " and ".join(map(str, paths)))
     return 0
 
 

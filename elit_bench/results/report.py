@@ -12,6 +12,7 @@ and evaluations to published columns by `paper_guidance`.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -64,10 +65,13 @@ def render_table(suite, frame: pd.DataFrame) -> tuple[str, str]:
     # rows and columns in the suite's order: runs and evaluations as written, metrics as the paper prints them
     specs = suite.runs(cmp["scale"].iloc[0], strict_variables=False)
     run_rank = {r.label: i for i, r in enumerate(specs)}
+    # wide columns: evaluations in first-seen order; long rows: each run's own evaluation order
     eval_rank = {label: i for i, label in enumerate(dict.fromkeys(e.label for r in specs for e in r.evals))}
+    run_eval_rank = {(r.label, e.label): i for r in specs for i, e in enumerate(r.evals)}
     names = [n for r in specs for e in r.evals for n in e.metrics.get("names", [])]
     metric_rank = {m: i for i, m in enumerate(dict.fromkeys([METRIC_OF_KEY.get(n, n) for n in names] + list(METRIC_LABELS)))}
     cmp = cmp.assign(_r=cmp["run"].map(run_rank), _e=cmp["eval"].map(eval_rank),
+                     _re=[run_eval_rank.get(k) for k in zip(cmp["run"], cmp["eval"])],
                      _m=cmp["metric"].map(lambda m: metric_rank.get(m, len(metric_rank))))
     runs = list(dict.fromkeys(cmp.sort_values(["_r"], kind="stable")["run"]))
     layout = suite.report.get("layout", "wide" if suite.paper.get("table") else "long")
@@ -81,7 +85,7 @@ def render_table(suite, frame: pd.DataFrame) -> tuple[str, str]:
     else:
         order = list(dict.fromkeys(cmp.sort_values(["_m"], kind="stable")["label"]))
         table = cmp.pivot_table(index=["run", "eval"], columns="label", values="cell", aggfunc="first")[order]
-        table = table.reindex(list(dict.fromkeys(zip(*cmp.sort_values(["_r", "_e"], kind="stable")[["run", "eval"]].T.values))))
+        table = table.reindex(list(dict.fromkeys(zip(*cmp.sort_values(["_r", "_re"], kind="stable")[["run", "eval"]].T.values))))
         compute = cmp.groupby(["run", "eval"], sort=False).agg(gf=("sample_gflops", "first"),
                                                                tf=("train_tflops_per_iter", "first"))
         table.insert(0, "sample GFLOPs", compute.loc[table.index, "gf"].map(lambda v: f"{v:.4g}").to_numpy())
@@ -106,7 +110,6 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-
     spec = suite.report
     x, y = spec.get("x", "sample_gflops"), spec.get("y", "fid")
     data = frame[frame["metric"] == y].copy()
@@ -114,8 +117,10 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
         raise UserError(f"no {y!r} values in the records of suite {suite.name!r}")
     data = data.rename(columns={"value": y})
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    sns.lineplot(data=data.sort_values(x), x=x, y=y, hue=spec.get("hue", "series"), style=spec.get("style"),
-                 marker="o", ax=ax)
+    style = spec.get("style")
+    # one marker shape per style level: a level with a single point (e.g. one CFG set) draws no line
+    marks = {"style": style, "markers": True} if style else {"marker": "o"}
+    sns.lineplot(data=data.sort_values(x), x=x, y=y, hue=spec.get("hue", "series"), ax=ax, **marks)
     if spec.get("logx"):
         ax.set_xscale("log")
     if spec.get("frontier", False):
@@ -124,7 +129,7 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
         ax.legend(fontsize=8)
     ax.set_xlabel(spec.get("xlabel", x))
     ax.set_ylabel(spec.get("ylabel", METRIC_LABELS.get(y, y)))
-    ax.set_title(suite.title, fontsize=10)
+    ax.set_title(textwrap.fill(suite.title, 70), fontsize=9)
     fig.tight_layout()
     paths = []
     for ext in ("png", "svg"):
@@ -135,17 +140,21 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
     return paths
 
 
+def write_table(suite, frame: pd.DataFrame, dest: Path) -> tuple[str, list[Path]]:
+    """DEST/table.md and DEST/table.tex; returns the Markdown and the paths."""
+    md, latex = render_table(suite, frame)
+    paths = [atomic_write(Path(dest) / name, lambda tmp, text=text: Path(tmp).write_text(text))
+             for name, text in (("table.md", md), ("table.tex", latex))]
+    return md, paths
+
+
 def write_report(suite, out, scale: str | None = None, dest: Path | None = None) -> list[Path]:
     """Table (always) and figure (when the suite has one) under DEST (default OUT/<suite>/<scale>/report)."""
     frame = records_frame(load_records(out, suite.name, scale))
     if frame.empty:
         raise UserError(f"no records for suite {suite.name!r} under {str(out)!r}: run `elit-bench run {suite.name}`")
     dest = Path(dest) if dest else Path(out) / suite.name / (scale or "all") / "report"
-    md, latex = render_table(suite, frame)
-    paths = []
-    for name, text in (("table.md", md), ("table.tex", latex)):
-        atomic_write(dest / name, lambda tmp, text=text: Path(tmp).write_text(text))
-        paths.append(dest / name)
+    _, paths = write_table(suite, frame, dest)
     if suite.report.get("kind") == "plot":
         paths += draw_plot(suite, frame, dest / "figure")
     return paths

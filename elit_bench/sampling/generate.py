@@ -42,7 +42,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import elit_bench
-from elit_bench.checkpoint import atomic_write, load_checkpoint, model_from_checkpoint
+from elit_bench.checkpoint import atomic_save, atomic_write, load_checkpoint, model_from_checkpoint
 from elit_bench.errors import UserError
 from elit_bench.flow.guidance import (
     Evaluation,
@@ -263,10 +263,7 @@ def finished(parts: Path) -> dict[int, Path]:
 
 
 def write_npz(path: Path, **arrays) -> None:
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    atomic_write(path, write)
+    atomic_save(path, lambda f: np.savez(f, **arrays))
 
 
 def merge_parts(parts: Path, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ import torch
 from elit_bench import __version__
 from elit_bench.checkpoint import atomic_write
 from elit_bench.errors import UserError
+from elit_bench.sampling.generate import write_npz
 from elit_bench.suites.spec import EvalSpec, RunSpec
 
 DONE, RUN_JSON, RECORDS, EVALS = "DONE", "run.json", "records", "evals"
@@ -58,10 +59,10 @@ def is_done(out, run: RunSpec) -> bool:
 
 
 def code_version() -> str:
-    """Package version plus the git commit of the checkout, when there is one."""
+    """Package version plus the git commit of the checkout, when there is one ("-dirty": uncommitted edits)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
+                                text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{__version__}+{commit}" if commit else __version__
@@ -108,8 +109,7 @@ def digits_reference(out: Path, resolution: int) -> Path:
         images, labels = digits_uint8(resolution, split="heldout")
         arr = images.numpy()
         arr = np.repeat(arr[..., None], 3, axis=-1) if arr.ndim == 3 else arr
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), arr_0=arr, arr_1=labels.numpy()))
+        write_npz(path, arr_0=arr, arr_1=labels.numpy())
     return path
 
 
