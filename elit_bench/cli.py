@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "elit_bench.data.cli",
     "elit_bench.suites.cli",
     "elit_bench.results.cli",
+    "elit_bench.bench",
 )
 
 
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = ["elit-bench", *argv]  # what records name as the command that made them
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

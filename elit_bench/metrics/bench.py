@@ -1,6 +1,6 @@
 """Inception feature-extraction throughput: ours against torch-fidelity's, side by side.
 
-    python -m elit_bench.metrics.bench --images 256 --size 64 --batch 64
+    elit-bench bench inception --images 256 --size 64 --batch 64
 
 Both read the same PNG folder and run the same network (torch-fidelity's
 ``FeatureExtractorInceptionV3``) at the same batch size, each through its own
@@ -15,20 +15,16 @@ from ours.
 
 from __future__ import annotations
 
-import argparse
 import resource
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from elit_bench.metrics.compute import extract_features
 from elit_bench.metrics.extractors import get_extractor
 from elit_bench.metrics.sources import FolderSamples
-from elit_bench.metrics.synthetic import random_images, write_png_folder, write_random_inception_weights
 
 
 def run_benchmark(folder: Path, weights: Path, batch: int, repeats: int) -> dict[str, dict]:
@@ -91,29 +87,3 @@ def _cpu_seconds() -> float:
     """CPU time of this process (all threads) and of its reaped children (DataLoader workers)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--inception-weights", type=Path, help="default: a random-weight stand-in")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = write_png_folder(random_images(args.images, args.size, seed=0), Path(tmp) / "images")
-        weights = args.inception_weights or write_random_inception_weights(Path(tmp) / "inception.pth")
-        results = run_benchmark(folder, weights, args.batch, args.repeats)
-    print(f"{args.images} images {args.size}x{args.size}, batch {args.batch}, torch threads {torch.get_num_threads()}, "
-          f"best of {args.repeats}")
-    ours = results["ours"]
-    for name, r in results.items():
-        print(f"{name:42s} {args.images / r['seconds']:6.2f} features/s (ours / this {r['seconds'] / ours['seconds']:.3f}), "
-              f"{args.images / r['cpu_seconds']:6.2f} features per CPU-s (ours / this "
-              f"{r['cpu_seconds'] / ours['cpu_seconds']:.3f}), max |feature difference| {r['max_abs_diff']:.3g}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

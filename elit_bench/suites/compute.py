@@ -6,8 +6,6 @@ the measured quantities; tables and figures treat it like any other record.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from elit_bench.errors import UserError, choices_error
@@ -38,30 +36,11 @@ def mmdit_point(spec: dict) -> dict:
 
 def latency_point(spec: dict) -> dict:
     """Fig. 9: forward wall time of a randomly initialised model on this machine, beside its FLOPs."""
-    from elit_bench.flops import forward_flops
-    from elit_bench.models import create_model
+    from elit_bench.bench import latency_sweep
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = create_model(spec["model"], resolution=spec.get("resolution", 256), **spec.get("model_kwargs", {}))
-    model = model.to(device).eval()
-    batch, budget = int(spec.get("batch", 8)), spec.get("budget")
-    x = torch.randn(batch, model.in_channels, *model.input_shape, device=device)
-    t, y = torch.rand(batch, device=device), torch.zeros(batch, dtype=torch.long, device=device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    times = []
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-        for i in range(int(spec.get("warmup", 2)) + int(spec.get("repeats", 5))):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(x, t, y, budget=budget)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= int(spec.get("warmup", 2)):
-                times.append(time.perf_counter() - start)
-    times.sort()
-    return {"forward_ms": 1e3 * times[len(times) // 2] / batch, "forward_gflops": forward_flops(model, budget) / 1e9,
-            "device": str(device), "batch": batch}
+    row, = latency_sweep(spec["model"], spec.get("resolution", 256), [spec.get("budget")], int(spec.get("batch", 8)),
+                         int(spec.get("warmup", 2)), int(spec.get("repeats", 5)), spec.get("model_kwargs", {}))
+    return {k: row[k] for k in ("forward_ms", "forward_gflops", "device", "batch")}
 
 
 KINDS = {"forward_flops": forward_flops_point, "mmdit_ratio": mmdit_point, "latency": latency_point}

@@ -1,0 +1,227 @@
+"""`elit-bench bench`: how fast things run on this machine, measured, with how they were measured.
+
+    elit-bench bench train DiT-S/2 ELIT-DiT-S/2 --resolution 32 --batch 32 --steps 20
+    elit-bench bench latency ELIT-DiT-S/2 --resolution 64 --budgets 1,2,4 --batch 8
+    elit-bench bench inception --images 256 --size 64 --batch 64
+
+Each prints a Markdown table. `--out FILE.json` also writes the measurements
+with the exact command, code and library versions, device and torch thread
+count (atomically), so that committed figures under `results/bench/` say how
+they were made. Speed targets live here, not in timed unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from elit_bench.errors import UserError
+
+SUBCOMMANDS = ("train", "latency", "inception")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------- training steps/s
+def train_speed(model: str, resolution: int, batch: int, steps: int, warmup: int, multi_budget: bool = False,
+                model_kwargs: dict | None = None) -> dict:
+    """Steps/s of the real training step (`Trainer.train_step`: forward, backward, AdamW, EMA) on digits.
+
+    `warmup` untimed steps first (allocation, first-call costs), then `steps`
+    timed ones. Checkpointing and logging are not timed. Model FLOPs/s counts
+    the analytic training FLOPs of the steps actually drawn (the budgets of
+    multi-budget training included).
+    """
+    from elit_bench.flops import TRAIN_MULTIPLIER
+    from elit_bench.training import distributed
+    from elit_bench.training.config import resolve_config
+    from elit_bench.training.trainer import Trainer
+
+    if warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {warmup}")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = resolve_config({"model": model, "data": "digits", "resolution": resolution, "batch": batch,
+                              "steps": warmup + steps, "multi_budget": multi_budget,
+                              "model_kwargs": model_kwargs or {}, "out": tmp, "progress": False})
+        dist = distributed.setup()
+        try:
+            trainer = Trainer(cfg, dist)
+            for _ in range(warmup):
+                trainer.train_step()
+            _sync(trainer.device)
+            start, flops, images = time.perf_counter(), 0.0, 0
+            for _ in range(steps):
+                _, _, v = trainer.train_step()
+                flops += trainer.flops[v] * TRAIN_MULTIPLIER * trainer.batches[v]
+                images += trainer.batches[v]
+            _sync(trainer.device)
+            seconds = time.perf_counter() - start
+        finally:
+            dist.close()
+    return {"model": model, "resolution": resolution, "batch": batch, "multi_budget": multi_budget,
+            "params": sum(p.numel() for p in trainer.model.parameters()), "steps_per_s": steps / seconds,
+            "images_per_s": images / seconds, "model_tflops_per_s": flops / seconds / 1e12, "timed_steps": steps,
+            "device": str(trainer.device)}
+
+
+# ---------------------------------------------------------------- forward latency
+def forward_latency(model: torch.nn.Module, batch: int, budget=None, warmup: int = 2, repeats: int = 5) -> float:
+    """Median wall seconds of one forward pass of `batch` samples (bf16 autocast on CUDA, fp32 on CPU)."""
+    if repeats < 1 or warmup < 0:
+        raise UserError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    device = next(model.parameters()).device
+    x = torch.randn(batch, model.in_channels, *model.input_shape, device=device)
+    t, y = torch.rand(batch, device=device), torch.zeros(batch, dtype=torch.long, device=device)
+    times = []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for i in range(warmup + repeats):
+            _sync(device)
+            start = time.perf_counter()
+            model(x, t, y, budget=budget)
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def latency_sweep(name: str, resolution: int, budgets: list, batch: int, warmup: int, repeats: int,
+                  model_kwargs: dict | None = None) -> list[dict]:
+    """Forward ms per sample and analytic GFLOPs at each budget (None = the full budget) of one model."""
+    from elit_bench.flops import forward_flops
+    from elit_bench.models import create_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = create_model(name, resolution=resolution, **(model_kwargs or {})).to(device).eval()
+    rows = []
+    for budget in budgets:
+        seconds = forward_latency(model, batch, budget, warmup, repeats)
+        rows.append({"model": name, "resolution": resolution, "budget": budget or model.max_budget,
+                     "batch": batch, "forward_ms": 1e3 * seconds / batch,
+                     "forward_gflops": forward_flops(model, budget) / 1e9, "device": str(device)})
+    return rows
+
+
+# ---------------------------------------------------------------- Inception features/s
+def inception_speed(images: int, size: int, batch: int, repeats: int, weights: Path | None) -> list[dict]:
+    """Our Inception feature extraction against torch-fidelity's on the same PNG folder (see metrics.bench)."""
+    from elit_bench.metrics.bench import run_benchmark
+    from elit_bench.metrics.synthetic import random_images, write_png_folder, write_random_inception_weights
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_png_folder(random_images(images, size, seed=0), Path(tmp) / "images")
+        weights = weights or write_random_inception_weights(Path(tmp) / "inception.pth")
+        results = run_benchmark(folder, weights, batch, repeats)
+    ours = results["ours"]
+    return [{"pipeline": name, "images": images, "size": size, "batch": batch,
+             "features_per_s": images / r["seconds"], "ours_speedup": r["seconds"] / ours["seconds"],
+             "features_per_cpu_s": images / r["cpu_seconds"], "ours_cpu_speedup": r["cpu_seconds"] / ours["cpu_seconds"],
+             "max_abs_feature_diff": r["max_abs_diff"]} for name, r in results.items()]
+
+
+# ---------------------------------------------------------------- CLI
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _budgets(text: str) -> list:
+    """'1,4,16' -> [1, 4, 16]; 'all' -> [None] (the full budget)."""
+    try:
+        return [None if part == "all" else int(part) for part in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"budgets are comma-separated integers or 'all', got {text!r}") from exc
+
+
+def _model_kwargs(items: list[str]) -> dict:
+    from elit_bench.training.config import apply_overrides
+
+    return apply_overrides({}, items)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="speed benchmarks on this machine (training, latency, Inception)",
+                                   description=__doc__.split("\n\n", 1)[1],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+
+    def common(p):
+        p.add_argument("--out", type=Path, help="also write the measurements and their provenance to this JSON file")
+        p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+
+    p = sub.add_parser("train", help="training steps/s (forward, backward, optimizer, EMA) on the embedded digits")
+    p.add_argument("models", nargs="+", help="registry names, e.g. DiT-S/2 ELIT-DiT-S/2")
+    p.add_argument("--resolution", type=_positive, default=32)
+    p.add_argument("--batch", type=_positive, default=32)
+    p.add_argument("--steps", type=_positive, default=20, help="timed steps per round")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--rounds", type=_positive, default=3, help="timed rounds, models alternating; the median is shown")
+    p.add_argument("--multi-budget", action="store_true", help="ELIT models draw J~ each step as in training")
+    p.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="create_model override")
+    common(p)
+
+    p = sub.add_parser("latency", help="forward ms per sample beside analytic GFLOPs, across budgets (Fig. 9)")
+    p.add_argument("model")
+    p.add_argument("--resolution", type=_positive, default=256)
+    p.add_argument("--budgets", type=_budgets, default=[None], help="comma-separated J~ values or 'all'")
+    p.add_argument("--batch", type=_positive, default=8)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=_positive, default=5)
+    p.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="create_model override")
+    common(p)
+
+    p = sub.add_parser("inception", help="Inception features/s: ours vs torch-fidelity on the same images")
+    p.add_argument("--images", type=_positive, default=256)
+    p.add_argument("--size", type=_positive, default=64, help="image side in pixels")
+    p.add_argument("--batch", type=_positive, default=64)
+    p.add_argument("--repeats", type=_positive, default=2, help="runs per pipeline, alternating; best is kept")
+    p.add_argument("--inception-weights", type=Path, help="default: a random-weight stand-in (speed is the same)")
+    common(p)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from elit_bench.checkpoint import atomic_write
+    from elit_bench.suites.runner import provenance
+
+    if args.out is not None and args.out.is_dir():
+        raise UserError(f"--out {str(args.out)!r} is a directory; give a .json file path")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.bench == "train":
+        kwargs = _model_kwargs(args.kw)
+        rounds = {name: [] for name in args.models}
+        for _ in range(args.rounds):  # alternate, so load from other processes hits every model alike
+            for name in args.models:
+                rounds[name].append(train_speed(name, args.resolution, args.batch, args.steps, args.warmup,
+                                                args.multi_budget, kwargs))
+        rows = []
+        for results in rounds.values():
+            rates = [r["steps_per_s"] for r in results]
+            median = sorted(results, key=lambda r: r["steps_per_s"])[len(results) // 2]
+            rows.append({**median, "rounds": len(results), "steps_per_s_all": rates})
+    elif args.bench == "latency":
+        rows = latency_sweep(args.model, args.resolution, args.budgets, args.batch, args.warmup, args.repeats,
+                             _model_kwargs(args.kw))
+    else:
+        rows = inception_speed(args.images, args.size, args.batch, args.repeats, args.inception_weights)
+    table = pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows])
+    print(f"torch threads {torch.get_num_threads()}")
+    print(table.to_markdown(index=False, floatfmt=".4g"))
+    if args.out is not None:
+        record = {"bench": args.bench, "command": shlex.join(args.command_line),
+                  "torch_threads": torch.get_num_threads(), "provenance": provenance(), "results": rows}
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
+        print(f"wrote {args.out}")
+    return 0
