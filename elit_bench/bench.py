@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from elit_bench.errors import UserError
 
@@ -103,7 +104,7 @@ def latency_sweep(name: str, resolution: int, budgets: list, batch: int, warmup:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(name, resolution=resolution, **(model_kwargs or {})).to(device).eval()
     rows = []
-    for budget in budgets:
+    for budget in tqdm(budgets, desc=f"bench latency {name}", unit="budget", dynamic_ncols=True):
         seconds = forward_latency(model, batch, budget, warmup, repeats)
         rows.append({"model": name, "resolution": resolution, "budget": budget or model.max_budget,
                      "batch": batch, "forward_ms": 1e3 * seconds / batch,
@@ -202,10 +203,10 @@ def run(args) -> int:
     if args.bench == "train":
         kwargs = _model_kwargs(args.kw)
         rounds = {name: [] for name in args.models}
-        for _ in range(args.rounds):  # alternate, so load from other processes hits every model alike
-            for name in args.models:
-                rounds[name].append(train_speed(name, args.resolution, args.batch, args.steps, args.warmup,
-                                                args.multi_budget, kwargs))
+        plan = [name for _ in range(args.rounds) for name in args.models]  # alternate: load hits every model alike
+        for name in tqdm(plan, desc="bench train", unit="window", dynamic_ncols=True):
+            rounds[name].append(train_speed(name, args.resolution, args.batch, args.steps, args.warmup,
+                                            args.multi_budget, kwargs))
         rows = []
         for results in rounds.values():
             rates = [r["steps_per_s"] for r in results]

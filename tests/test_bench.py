@@ -58,3 +58,14 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, message):
 def test_out_must_be_a_file(tmp_path, capsys):
     assert main(["bench", "latency", "DiT-S/2", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_inception_bench_runs_both_pipelines_on_the_same_features(tmp_path):
+    out = tmp_path / "inception.json"
+    argv = ["bench", "inception", "--images", "4", "--size", "16", "--batch", "2", "--repeats", "1", "--out", str(out)]
+    assert main(argv) == 0
+    rows = {r["pipeline"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["ours"]["ours_speedup"] == 1.0 and len(rows) == 3
+    for row in rows.values():
+        assert row["features_per_s"] > 0
+        assert row["max_abs_feature_diff"] < 1e-4  # the same network on the same images

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from elit_bench.metrics.compute import extract_features
 from elit_bench.metrics.extractors import get_extractor
@@ -67,12 +68,12 @@ def run_benchmark(folder: Path, weights: Path, batch: int, repeats: int) -> dict
     wall: dict[str, list[float]] = {name: [] for name in pipelines}
     cpu: dict[str, list[float]] = {name: [] for name in pipelines}
     outputs = {}
-    for _ in range(repeats):  # alternate, so load from other processes hits all pipelines alike
-        for name, fn in pipelines.items():
-            start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
-            outputs[name] = fn()
-            wall[name].append(time.perf_counter() - start_wall)
-            cpu[name].append(_cpu_seconds() - start_cpu)
+    plan = [name for _ in range(repeats) for name in pipelines]  # alternate: load hits all pipelines alike
+    for name in tqdm(plan, desc="bench inception", unit="run", dynamic_ncols=True):
+        start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
+        outputs[name] = pipelines[name]()
+        wall[name].append(time.perf_counter() - start_wall)
+        cpu[name].append(_cpu_seconds() - start_cpu)
     return {
         name: {
             "seconds": min(wall[name]),
