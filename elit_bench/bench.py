@@ -1,7 +1,7 @@
 """`elit-bench bench`: how fast things run on this machine, measured, with how they were measured.
 
-    elit-bench bench train DiT-S/2 ELIT-DiT-S/2 --resolution 32 --batch 32 --steps 20
-    elit-bench bench latency ELIT-DiT-S/2 --resolution 64 --budgets 1,2,4 --batch 8
+    elit-bench bench train DiT-S/2 ELIT-DiT-S/2 --resolution 32 --batch 8 --steps 5
+    elit-bench bench latency ELIT-DiT-XL/2 --resolution 512 --budgets 4,16,32,64 --batch 16
     elit-bench bench inception --images 256 --size 64 --batch 64
 
 Each prints a Markdown table. `--out FILE.json` also writes the measurements
@@ -163,9 +163,9 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("train", help="training steps/s (forward, backward, optimizer, EMA) on the embedded digits")
     p.add_argument("models", nargs="+", help="registry names, e.g. DiT-S/2 ELIT-DiT-S/2")
-    p.add_argument("--resolution", type=_positive, default=32)
-    p.add_argument("--batch", type=_positive, default=32)
-    p.add_argument("--steps", type=_positive, default=20, help="timed steps per round")
+    p.add_argument("--resolution", type=_positive, default=32, help="digits image size in px")
+    p.add_argument("--batch", type=_positive, default=8, help="global batch per step")
+    p.add_argument("--steps", type=_positive, default=5, help="timed steps per round")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--rounds", type=_positive, default=3, help="timed rounds, models alternating; the median is shown")
     p.add_argument("--multi-budget", action="store_true", help="ELIT models draw J~ each step as in training")
@@ -174,11 +174,11 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("latency", help="forward ms per sample beside analytic GFLOPs, across budgets (Fig. 9)")
     p.add_argument("model")
-    p.add_argument("--resolution", type=_positive, default=256)
+    p.add_argument("--resolution", type=_positive, default=256, help="image px (latent models: 8x down)")
     p.add_argument("--budgets", type=_budgets, default=[None], help="comma-separated J~ values or 'all'")
-    p.add_argument("--batch", type=_positive, default=8)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=_positive, default=5)
+    p.add_argument("--batch", type=_positive, default=8, help="samples per forward pass")
+    p.add_argument("--warmup", type=int, default=2, help="untimed passes first")
+    p.add_argument("--repeats", type=_positive, default=5, help="timed passes; the median is shown")
     p.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="create_model override")
     common(p)
 
