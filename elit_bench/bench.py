@@ -45,15 +45,19 @@ def train_speed(model: str, resolution: int, batch: int, steps: int, warmup: int
     """
     from elit_bench.flops import TRAIN_MULTIPLIER
     from elit_bench.training import distributed
-    from elit_bench.training.config import resolve_config
+    from elit_bench.training.config import build_meta_model, resolve_config
     from elit_bench.training.trainer import Trainer
 
     if warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {warmup}")
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = resolve_config({"model": model, "data": "digits", "resolution": resolution, "batch": batch,
-                              "steps": warmup + steps, "multi_budget": multi_budget,
-                              "model_kwargs": model_kwargs or {}, "out": tmp, "progress": False})
+        spec = {"model": model, "data": "digits", "resolution": resolution, "batch": batch, "steps": warmup + steps,
+                "model_kwargs": model_kwargs or {}, "out": tmp, "progress": False}
+        cfg = resolve_config(spec)
+        # multi-budget applies to the models that have budgets; a baseline beside them trains as usual
+        multi_budget = multi_budget and getattr(build_meta_model(cfg), "max_budget", None) is not None
+        if multi_budget:
+            cfg = resolve_config({**spec, "multi_budget": True})
         dist = distributed.setup()
         try:
             trainer = Trainer(cfg, dist)
@@ -168,7 +172,7 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=_positive, default=5, help="timed steps per round")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--rounds", type=_positive, default=3, help="timed rounds, models alternating; the median is shown")
-    p.add_argument("--multi-budget", action="store_true", help="ELIT models draw J~ each step as in training")
+    p.add_argument("--multi-budget", action="store_true", help="ELIT models draw J~ each step as in multi-budget training; baselines train as usual")
     p.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="create_model override")
     common(p)
 

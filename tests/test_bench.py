@@ -32,6 +32,21 @@ def test_train_bench_times_the_training_step_and_counts_its_flops(tmp_path, caps
     assert "| DiT-S/2" in capsys.readouterr().out
 
 
+def test_multi_budget_applies_to_elit_and_leaves_the_baseline_alone(tmp_path):
+    out = tmp_path / "train.json"
+    argv = ["bench", "train", "DiT-S/2", "ELIT-DiT-S/2", "--multi-budget", "--resolution", "16", "--batch", "4",
+            "--steps", "3", "--warmup", "0", "--rounds", "1", *TINY, "--out", str(out)]
+    assert main(argv) == 0
+    rows = {r["model"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["DiT-S/2"]["multi_budget"] is False and rows["ELIT-DiT-S/2"]["multi_budget"] is True
+    elit = create_model("ELIT-DiT-S/2", input_size=16, in_channels=1, num_classes=10, hidden_size=32, depth=3,
+                        num_heads=2)
+    full = forward_flops(elit) * TRAIN_MULTIPLIER * 4 * rows["ELIT-DiT-S/2"]["steps_per_s"] / 1e12
+    least = forward_flops(elit, 1) * TRAIN_MULTIPLIER * 4 * rows["ELIT-DiT-S/2"]["steps_per_s"] / 1e12
+    # seed 0 draws budgets below the full J=4 in these 3 steps: fewer FLOPs than full-budget steps
+    assert least * (1 - 1e-9) <= rows["ELIT-DiT-S/2"]["model_tflops_per_s"] < full * (1 - 1e-6)
+
+
 def test_latency_bench_sweeps_budgets(tmp_path):
     out = tmp_path / "latency.json"
     argv = ["bench", "latency", "ELIT-DiT-S/2", "--resolution", "128", "--budgets", "1,all", "--batch", "2",
