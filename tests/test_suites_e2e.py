@@ -49,3 +49,15 @@ def test_sigkill_mid_suite_then_same_command_completes(tmp_path):
         assert {"digits_fd", "digits_acc"} <= set(record["metrics"])
         assert record["provenance"]["config_hash"] and record["flops"]["sample_flops_per_sample"] > 0
     assert (root / "report" / "table.md").is_file() and (root / "report" / "figure.png").is_file()
+
+
+def test_compute_suites_run_and_draw_measured_axes(tmp_path):
+    """Fig. 9 and 10 plot one measured quantity against another (x is a metric of the same record)."""
+    from elit_bench.cli import main
+
+    for suite in ("fig9-latency", "fig10-flops", "table4-mmdit-flops"):
+        assert main(["run", suite, "--scale", "smoke", "--out", str(tmp_path), "--no-progress"]) == 0
+        report = tmp_path / suite / "smoke" / "report"
+        assert (report / "table.md").is_file()
+    for suite in ("fig9-latency", "fig10-flops"):
+        assert (tmp_path / suite / "smoke" / "report" / "figure.png").stat().st_size > 1000

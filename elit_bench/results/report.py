@@ -116,6 +116,12 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
     if data.empty:
         raise UserError(f"no {y!r} values in the records of suite {suite.name!r}")
     data = data.rename(columns={"value": y})
+    if x not in frame.columns:  # x is a measured quantity too (Fig. 9's GFLOPs, Fig. 10's tokens): same record's
+        record = ["suite", "scale", "run", "eval"]
+        xs = frame[frame["metric"] == x][record + ["value"]].rename(columns={"value": x})
+        if xs.empty:
+            raise UserError(f"no {x!r} values in the records of suite {suite.name!r} (the figure's x axis)")
+        data = data.merge(xs, on=record)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     style = spec.get("style")
     # one marker shape per style level: a level with a single point (e.g. one CFG set) draws no line
