@@ -87,6 +87,19 @@ def test_plot_writes_png_and_svg(tmp_path):
     assert (tmp_path / "fig" / "figure.png").stat().st_size > 1000 and (tmp_path / "fig" / "figure.svg").exists()
 
 
+def test_plot_at_smoke_scale_draws_the_metric_that_scale_measures(tmp_path, capsys):
+    """fig7 plots FID at paper scale; its smoke scale measures digits_fd, which the figure then shows."""
+    out = tmp_path / "runs"
+    for steps, fd in ((10, 30.0), (20, 25.0)):
+        write_record(out, "fig7-steps-vs-tokens", "ELIT-MB", None, f"{steps} steps", None,
+                     {"digits_fd": fd, "digits_acc": 0.5}, gflops=steps / 10, scale="smoke", num=64)
+    assert main(["plot", "fig7-steps-vs-tokens", "--out", str(out), "--dest", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "figure.svg").read_text().count("FD(digits)") >= 1
+    write_record(out, "fig7-steps-vs-tokens", "ELIT-MB", None, "30 steps", None, {"other": 1.0}, scale="paper")
+    assert main(["plot", "fig7-steps-vs-tokens", "--out", str(out), "--scale", "paper"]) == 2
+    assert "no 'fid' values" in capsys.readouterr().err
+
+
 def test_leaderboard_ranks_marks_frontier_and_filters_protocol(tmp_path):
     out = tmp_path / "runs"
     write_record(out, "quickstart", "A", None, "e1", None, {"digits_fd": 10.0}, gflops=5.0, scale="smoke",

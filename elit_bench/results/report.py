@@ -112,9 +112,17 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
 
     spec = suite.report
     x, y = spec.get("x", "sample_gflops"), spec.get("y", "fid")
+    ylabel = spec.get("ylabel", METRIC_LABELS.get(y, y))
+    if not (frame["metric"] == y).any():
+        # a scale may measure another quality metric (smoke: digits_fd where the paper has fid): plot the
+        # first metric its evaluations list that the records hold
+        specs = suite.runs(frame["scale"].iloc[0], strict_variables=False)
+        listed = [METRIC_OF_KEY.get(n, n) for r in specs for e in r.evals for n in e.metrics.get("names", [])]
+        held = [m for m in dict.fromkeys(listed) if (frame["metric"] == m).any()]
+        if not held:
+            raise UserError(f"no {y!r} values in the records of suite {suite.name!r}")
+        y, ylabel = held[0], METRIC_LABELS.get(held[0], held[0])
     data = frame[frame["metric"] == y].copy()
-    if data.empty:
-        raise UserError(f"no {y!r} values in the records of suite {suite.name!r}")
     data = data.rename(columns={"value": y})
     if x not in frame.columns:  # x is a measured quantity too (Fig. 9's GFLOPs, Fig. 10's tokens): same record's
         record = ["suite", "scale", "run", "eval"]
@@ -134,7 +142,7 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
         ax.plot(front[x], front[y], ls="--", c="k", lw=1, label="Pareto frontier")
         ax.legend(fontsize=8)
     ax.set_xlabel(spec.get("xlabel", x))
-    ax.set_ylabel(spec.get("ylabel", METRIC_LABELS.get(y, y)))
+    ax.set_ylabel(ylabel)
     ax.set_title(textwrap.fill(suite.title, 70), fontsize=9)
     fig.tight_layout()
     paths = []
