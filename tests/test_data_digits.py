@@ -1,4 +1,4 @@
-"""The embedded digits and their zero-padded variant."""
+"""The embedded digits, their zero-padded variant and the moving-digits clips."""
 
 import json
 
@@ -39,6 +39,48 @@ def test_padded_digits_put_content_in_the_crop():
     mask = padded.loss_mask
     assert mask.shape == (1, 1, 16, 16) and mask.sum() == 64 and mask[..., 4:12, 4:12].all()
     assert model_input_kwargs(padded.description) == {"input_size": 16, "in_channels": 1, "num_classes": 10}
+
+
+def test_moving_digits_sway_both_ways():
+    plain = build_dataset(describe_data("digits", 8))
+    clips = build_dataset(describe_data("moving-digits", 8))
+    assert clips.description["frames"] == 8 and len(clips) == len(plain)
+    idx = np.array([4, 7])  # an even clip moves right, an odd one left
+    (x, y), (v, w) = plain.load(idx), clips.load(idx)
+    assert v.shape == (2, 1, 8, 8, 8) and torch.equal(y, w)
+    for f, shift in enumerate((0, 1, 2, 1, 0, -1, -2, -1)):
+        assert torch.equal(v[0, :, f], x[0].roll(shift, dims=-1))
+        assert torch.equal(v[1, :, f], x[1].roll(-shift, dims=-1))
+    assert model_input_kwargs(clips.description) == {"input_size": 8, "frames": 8, "in_channels": 1, "num_classes": 10}
+
+
+def test_per_frame_digits_metrics_on_clips(tmp_path):
+    """Image metrics see every frame of a video; digits_acc gives each frame its clip's label."""
+    from elit_bench.data.digits import moving_digits_uint8
+    from elit_bench.metrics import compute_metrics
+
+    clips, labels = moving_digits_uint8(16, split="heldout")
+    real = tmp_path / "real.npz"
+    np.savez(real, arr_0=np.repeat(clips.numpy()[..., None], 3, axis=-1), arr_1=labels.numpy())
+    fake = tmp_path / "fake.npz"
+    wrong = (labels.numpy()[:64] + 1) % 10  # wrong labels: the classifier must disagree with every frame
+    np.savez(fake, arr_0=np.repeat(clips.numpy()[:64, ..., None], 3, axis=-1), arr_1=wrong)
+    right = compute_metrics(real, real, ["digits_fd", "digits_acc"], use_cache=False)
+    assert right["digits_fd"] == pytest.approx(0, abs=1e-6) and right["digits_acc"] > 0.9
+    assert compute_metrics(fake, real, ["digits_acc"], use_cache=False)["digits_acc"] < 0.1
+
+
+def test_video_model_trains_on_moving_digits(tmp_path):
+    from elit_bench.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    argv = ["train", "--model", "ELIT-DiT-S/2", "--data", "moving-digits", "--resolution", "8", "--batch", "2",
+            "--steps", "2", "--out", str(run), "model_kwargs.hidden_size=32", "model_kwargs.depth=3",
+            "model_kwargs.num_heads=2", "model_kwargs.patch_size=[1,2,2]", "model_kwargs.group_size=[2,2,2]",
+            "progress=false"]
+    assert main(argv) == 0
+    config = load_checkpoint(run / "checkpoints/last.pt")["config"]
+    assert config["model_kwargs"]["frames"] == 8 and config["data"]["name"] == "moving-digits"
 
 
 @pytest.mark.parametrize("spec, resolution, message", [

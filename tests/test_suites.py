@@ -64,7 +64,7 @@ def test_table1_plan_reproduces_paper_tf(capsys):
 def test_smoke_scale_runs_on_embedded_data(suite, capsys):
     plan = dry_run(capsys, suite, "smoke")
     for run in load_suite(suite).runs("smoke"):
-        assert run.compute or run.train.get("data") in ("digits", "padded-digits")
+        assert run.compute or run.train.get("data") in EMBEDDED
     assert plan["runs"]
 
 

@@ -1,7 +1,7 @@
 """Training data: the embedded digits, their zero-padded variant, and latent data sets on disk.
 
-A data set is named by a spec: `digits`, `padded-digits`, or the path of a
-latent data set directory (format in `elit_bench.data.latents`). Training
+A data set is named by a spec: `digits`, `padded-digits`, `moving-digits`
+(clips of sliding digits, for the video models), or the path of a latent data set directory (format in `elit_bench.data.latents`). Training
 stores its data description in `config["data"]`; samplers read it to decode:
 
     {"name": "digits" | "padded-digits" | "<absolute path>",
@@ -25,7 +25,7 @@ from elit_bench.data.digits import digits_dataset, digits_description
 from elit_bench.data.latents import LatentDataset, latents_description, read_meta, spatial_size
 from elit_bench.errors import UserError
 
-EMBEDDED = ("digits", "padded-digits")
+EMBEDDED = ("digits", "padded-digits", "moving-digits")
 
 __all__ = ["Dataset", "EMBEDDED", "build_dataset", "describe_data", "model_input_kwargs"]
 
@@ -38,9 +38,9 @@ def describe_data(spec, resolution: int | None = None) -> dict:
         resolution = resolution if resolution is not None else spec.get("resolution")
         spec = spec["name"]
     if not isinstance(spec, str) or not spec:
-        raise UserError(f"data must be `digits`, `padded-digits` or a latent data set path, got {spec!r}")
+        raise UserError(f"data must be `digits`, `padded-digits`, `moving-digits` or a latent data set path, got {spec!r}")
     if spec in EMBEDDED:
-        description = digits_description(resolution)
+        description = digits_description(resolution, video=spec == "moving-digits")
         if spec == "padded-digits":
             _, crop = pad_factor_crop((resolution, resolution))
             description = {**description, "name": spec, "crop": crop}
@@ -55,8 +55,8 @@ def describe_data(spec, resolution: int | None = None) -> dict:
 def build_dataset(description: dict) -> Dataset:
     """The data set a description (`config["data"]`) names."""
     name = description["name"]
-    if name == "digits":
-        return digits_dataset(description["resolution"])
+    if name in ("digits", "moving-digits"):
+        return digits_dataset(description["resolution"], video=name == "moving-digits")
     if name == "padded-digits":
         return PaddedDataset(digits_dataset(description["resolution"]), name)
     return LatentDataset(name)
@@ -68,7 +68,7 @@ def model_input_kwargs(description: dict) -> dict:
         size = description["resolution"]
         if description.get("crop") is not None:  # padded: the grid is larger than the content
             size = pad_factor_crop((size, size))[0][0]
-        kwargs = {"input_size": size}
+        kwargs = {"input_size": size, **({"frames": description["frames"]} if description.get("frames") else {})}
     else:
         meta = read_meta(description["name"])
         kwargs = {"input_size": spatial_size(meta["latent_shape"])}

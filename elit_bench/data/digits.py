@@ -7,6 +7,10 @@ held-out quarter stays unseen by both the generator and the feature
 network), rendered exactly as that module renders real digits: bilinear
 upsampling to the chosen resolution, quantised to uint8. Model space is
 1 channel in [-1, 1]: x = uint8 / 127.5 - 1.
+
+`moving-digits` turns each digit into a clip of FRAMES frames in which it
+sways sideways by up to 2 px: a real-content video set for smoke tests of
+the video models (time axis, 3D patches and groups, per-frame metrics).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from elit_bench.metrics.digits_classifier import NUM_CLASSES, load_digits_split,
 
 MIN_RESOLUTION, MAX_RESOLUTION = 4, 256
 DEFAULT_RESOLUTION = 16
+SWAY = (0, 1, 2, 1, 0, -1, -2, -1)  # moving-digits: horizontal shift in px of each frame
+FRAMES = len(SWAY)  # 8, the latent frames of the paper's Kinetics-700 setting
 
 
 def check_resolution(resolution) -> int:
@@ -28,9 +34,10 @@ def check_resolution(resolution) -> int:
     return resolution
 
 
-def digits_description(resolution: int) -> dict:
-    return {"name": "digits", "kind": "pixels", "resolution": check_resolution(resolution), "channels": 1,
-            "num_classes": NUM_CLASSES, "frames": None, "crop": None, "autoencoder": None}
+def digits_description(resolution: int, video: bool = False) -> dict:
+    return {"name": "moving-digits" if video else "digits", "kind": "pixels",
+            "resolution": check_resolution(resolution), "channels": 1, "num_classes": NUM_CLASSES,
+            "frames": FRAMES if video else None, "crop": None, "autoencoder": None}
 
 
 def digits_uint8(resolution: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,8 +47,21 @@ def digits_uint8(resolution: int, split: str = "train") -> tuple[torch.Tensor, t
     return images, torch.from_numpy(data[f"{split}_y"])
 
 
-def digits_dataset(resolution: int) -> InMemoryDataset:
-    """The train split at `resolution` px: x (N, 1, R, R) in [-1, 1], y (N,)."""
-    images, labels = digits_uint8(resolution)
+def moving_digits_uint8(resolution: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips uint8 (N, FRAMES, R, R) of the split's digits swaying sideways; labels (N,).
+
+    Frame f is the digit shifted by SWAY[f] pixels (wrapping around), to the right first when the clip's
+    index is even and to the left first when it is odd, so both occur in every class. The sway stays
+    within 2 px so that every frame remains a digit the classifier knows.
+    """
+    images, labels = digits_uint8(resolution, split)
+    direction = 1 - 2 * (torch.arange(len(images)) % 2)  # +1, -1, +1, ...
+    clips = [torch.stack([img.roll(int(d) * s, dims=-1) for s in SWAY]) for img, d in zip(images, direction)]
+    return torch.stack(clips), labels
+
+
+def digits_dataset(resolution: int, video: bool = False) -> InMemoryDataset:
+    """The train split at `resolution` px in [-1, 1]: x (N, 1, R, R), or clips (N, 1, FRAMES, R, R); y (N,)."""
+    images, labels = (moving_digits_uint8 if video else digits_uint8)(resolution)
     x = images.float().unsqueeze(1) / 127.5 - 1
-    return InMemoryDataset(x, labels, digits_description(resolution))
+    return InMemoryDataset(x, labels, digits_description(resolution, video))

@@ -222,6 +222,8 @@ class Evaluator:
                 reference[name] = {"content_sha256": self.content_sha256(real.samples), "num_samples": len(real_features)}
             else:  # accuracy of a classifier against the labels stored with the samples
                 labels = fake.samples.labels
+                if labels is not None and fake.samples.is_video and self.extractor(spec.extractor).modality == "image":
+                    labels = np.repeat(labels, fake.samples.sample_shape[0])  # every frame carries its clip's label
                 if labels is None or len(labels) != len(fake_features):
                     raise UserError(
                         f"{name} needs one class label per sample: give samples as an .npz with labels in arr_1 "

@@ -100,15 +100,14 @@ def recipe_for(sample: dict, max_budget):
     return Recipe(**kwargs)
 
 
-def digits_reference(out: Path, resolution: int) -> Path:
-    """Held-out embedded digits as an ADM-layout .npz: the quickstart's real set."""
-    from elit_bench.data.digits import digits_uint8
+def digits_reference(out: Path, resolution: int, video: bool = False) -> Path:
+    """Held-out embedded digits (or moving-digits clips) as an ADM-layout .npz: the smoke scales' real set."""
+    from elit_bench.data.digits import digits_uint8, moving_digits_uint8
 
-    path = Path(out) / "reference" / f"digits-{resolution}px-heldout.npz"
+    path = Path(out) / "reference" / f"{'moving-' if video else ''}digits-{resolution}px-heldout.npz"
     if not path.is_file():
-        images, labels = digits_uint8(resolution, split="heldout")
-        arr = images.numpy()
-        arr = np.repeat(arr[..., None], 3, axis=-1) if arr.ndim == 3 else arr
+        images, labels = (moving_digits_uint8 if video else digits_uint8)(resolution, split="heldout")
+        arr = np.repeat(images.numpy()[..., None], 3, axis=-1)
         write_npz(path, arr_0=arr, arr_1=labels.numpy())
     return path
 
@@ -133,7 +132,8 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, progres
                              progress=progress)
     real = metrics.pop("real", None)
     if real == "digits":
-        real = digits_reference(rdir.parents[2] / "_shared", train_config["data"]["resolution"])
+        data = train_config["data"]
+        real = digits_reference(rdir.parents[2] / "_shared", data["resolution"], data["name"] == "moving-digits")
     names = metrics.pop("names", ["fid"])
     scores = compute_metrics(edir / "samples.npz", real, names, **(metrics.pop("options", None) or {}))
     if metrics:

@@ -20,7 +20,7 @@ FLAGS = ("model", "data", "resolution", "batch", "steps", "seed", "multi_budget"
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="registry name, e.g. DiT-S/2 or ELIT-DiT-S/2 (`elit-bench models` lists them)")
-    parser.add_argument("--data", help="digits | padded-digits | latent data set directory (default: digits)")
+    parser.add_argument("--data", help="digits | padded-digits | moving-digits | latent data set directory (default: digits)")
     parser.add_argument("--resolution", type=int, help="image size in px for the embedded digits (default 16)")
     parser.add_argument("--batch", type=int, help="global batch size, split over processes")
     parser.add_argument("--steps", type=int, help="total optimizer steps; a larger value continues a finished run")

@@ -32,7 +32,7 @@ from elit_bench.flow.loss import TIMESTEP_KINDS
 DEFAULTS = {
     "model": None,  # registry name, e.g. ELIT-DiT-B/2 (required)
     "model_kwargs": {},  # create_model overrides, e.g. {hidden_size: 64, group_size: 2, drop: random}
-    "data": "digits",  # digits | padded-digits | latent data set directory
+    "data": "digits",  # digits | padded-digits | moving-digits | latent data set directory
     "resolution": None,  # px of the embedded digits (latent sets carry their own)
     "batch": 256,  # global batch (split over ranks)
     "steps": 1000,
@@ -60,7 +60,7 @@ DEFAULTS = {
 
 # the embedded digits train in minutes on a CPU: a short warmup and a faster EMA (paper values are for 500k steps)
 _DIGITS = {"resolution": DEFAULT_RESOLUTION, "batch": 64, "lr": 3e-4, "warmup": 100, "ema_decay": 0.999}
-DATA_DEFAULTS = {"digits": _DIGITS, "padded-digits": _DIGITS}
+DATA_DEFAULTS = {"digits": _DIGITS, "padded-digits": _DIGITS, "moving-digits": _DIGITS}
 
 # keys that may change when a run is continued: they do not change what is trained
 RUN_CONTROL_KEYS = ("steps", "out", "ckpt_every", "snapshot_every", "log_every", "progress", "compile")
