@@ -25,8 +25,6 @@ from tqdm import tqdm
 
 from elit_bench.errors import UserError
 
-SUBCOMMANDS = ("train", "latency", "inception")
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -100,7 +98,7 @@ def forward_latency(model: torch.nn.Module, batch: int, budget=None, warmup: int
 
 
 def latency_sweep(name: str, resolution: int, budgets: list, batch: int, warmup: int, repeats: int,
-                  model_kwargs: dict | None = None) -> list[dict]:
+                  model_kwargs: dict | None = None, progress: bool = True) -> list[dict]:
     """Forward ms per sample and analytic GFLOPs at each budget (None = the full budget) of one model."""
     from elit_bench.flops import forward_flops
     from elit_bench.models import create_model
@@ -108,7 +106,7 @@ def latency_sweep(name: str, resolution: int, budgets: list, batch: int, warmup:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(name, resolution=resolution, **(model_kwargs or {})).to(device).eval()
     rows = []
-    for budget in tqdm(budgets, desc=f"bench latency {name}", unit="budget", dynamic_ncols=True):
+    for budget in tqdm(budgets, desc=f"bench latency {name}", unit="budget", dynamic_ncols=True, disable=not progress):
         seconds = forward_latency(model, batch, budget, warmup, repeats)
         rows.append({"model": name, "resolution": resolution, "budget": budget or model.max_budget,
                      "batch": batch, "forward_ms": 1e3 * seconds / batch,

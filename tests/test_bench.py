@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from elit_bench.cli import main
 from elit_bench.flops import TRAIN_MULTIPLIER, forward_flops
@@ -14,9 +15,14 @@ TINY = ["--kw", "hidden_size=32", "--kw", "depth=3", "--kw", "num_heads=2"]
 def test_train_bench_times_the_training_step_and_counts_its_flops(tmp_path, capsys):
     out = tmp_path / "train.json"
     argv = ["bench", "train", "DiT-S/2", "ELIT-DiT-S/2", "--resolution", "16", "--batch", "4", "--steps", "2",
-            "--warmup", "1", "--rounds", "1", *TINY, "--out", str(out)]
-    assert main(argv) == 0
+            "--warmup", "1", "--rounds", "1", "--threads", "2", *TINY, "--out", str(out)]
+    threads = torch.get_num_threads()
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
     record = json.loads(out.read_text())
+    assert record["torch_threads"] == 2
     assert record["command"].startswith("elit-bench bench train DiT-S/2")
     assert record["provenance"]["versions"]["torch"]
     rows = {r["model"]: r for r in record["results"]}

@@ -70,6 +70,17 @@ def test_per_frame_digits_metrics_on_clips(tmp_path):
     assert compute_metrics(fake, real, ["digits_acc"], use_cache=False)["digits_acc"] < 0.1
 
 
+def test_smoke_reference_for_clips_is_the_heldout_clips(tmp_path):
+    from elit_bench.data.digits import moving_digits_uint8
+    from elit_bench.suites.runner import digits_reference
+
+    ref = np.load(digits_reference(tmp_path, 8, video=True))
+    clips, labels = moving_digits_uint8(8, split="heldout")
+    assert ref["arr_0"].shape == (*clips.shape, 3) and (ref["arr_0"] == clips.numpy()[..., None]).all()
+    assert (ref["arr_1"] == labels.numpy()).all()
+    assert np.load(digits_reference(tmp_path, 8))["arr_0"].shape == (len(labels), 8, 8, 3)
+
+
 def test_video_model_trains_on_moving_digits(tmp_path):
     from elit_bench.checkpoint import load_checkpoint
 

@@ -1,15 +1,16 @@
-"""Training data: the embedded digits, their zero-padded variant, and latent data sets on disk.
+"""Training data: the embedded digits, their zero-padded and moving variants, and latent data sets on disk.
 
 A data set is named by a spec: `digits`, `padded-digits`, `moving-digits`
-(clips of sliding digits, for the video models), or the path of a latent data set directory (format in `elit_bench.data.latents`). Training
-stores its data description in `config["data"]`; samplers read it to decode:
+(clips of swaying digits, for the video models), or the path of a latent
+data set directory (format in `elit_bench.data.latents`). Training stores
+its data description in `config["data"]`; samplers read it to decode:
 
-    {"name": "digits" | "padded-digits" | "<absolute path>",
+    {"name": "digits" | "padded-digits" | "moving-digits" | "<absolute path>",
      "kind": "pixels" | "latents",
      "resolution": image size in px of the real content (after cropping and decoding),
      "channels": model input channels,
      "num_classes": int (label `num_classes` is the null class),
-     "frames": null, or T latent frames (the model's time axis) for video,
+     "frames": null, or T frames (the model's time axis) for video,
      "crop": null, or [top, left, height, width] on the model's input grid holding
              the real content (padded-digits: the model sees 2x the size per side),
      "autoencoder": null, or {"path", "scaling_factor", "shift_factor"}}

@@ -39,7 +39,8 @@ def latency_point(spec: dict) -> dict:
     from elit_bench.bench import latency_sweep
 
     row, = latency_sweep(spec["model"], spec.get("resolution", 256), [spec.get("budget")], int(spec.get("batch", 8)),
-                         int(spec.get("warmup", 2)), int(spec.get("repeats", 5)), spec.get("model_kwargs", {}))
+                         int(spec.get("warmup", 2)), int(spec.get("repeats", 5)), spec.get("model_kwargs", {}),
+                         progress=False)
     return {k: row[k] for k in ("forward_ms", "forward_gflops", "device", "batch")}
 
 

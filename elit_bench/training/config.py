@@ -86,7 +86,7 @@ _Loader.add_implicit_resolver(
 
 
 def parse_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)
+    return yaml.load(text, Loader=_Loader)  # safe: _Loader is a yaml.SafeLoader with YAML 1.2 numbers
 
 
 def load_yaml(path) -> dict:
