@@ -196,7 +196,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from elit_bench.checkpoint import atomic_write
-    from elit_bench.suites.runner import provenance
+    from elit_bench.provenance import provenance
 
     if args.out is not None and args.out.is_dir():
         raise UserError(f"--out {str(args.out)!r} is a directory; give a .json file path")

@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
             options.setdefault(extractor, {})[option] = getattr(args, flag)
     device = init_from_env()
     evaluator = Evaluator(
-        options, batch_size=args.batch, device=args.device or device, cache_dir=args.cache_dir, use_cache=not args.no_cache
+        options, batch_size=args.batch, device=args.device or device, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+        progress=not args.quiet,
     )
     real = open_source(args.real) if args.real is not None else None
     results: dict = {}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from elit_bench import __version__
 from elit_bench.errors import UserError, choices_error
@@ -28,6 +29,7 @@ from elit_bench.metrics.inception_score import inception_score
 from elit_bench.metrics.prdc import kernel_inception_distance, precision_recall
 from elit_bench.metrics.sources import SampleSet, Source, open_source
 from elit_bench.metrics.stats import FeatureCache, FeatureStats, save_statistics
+from elit_bench.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +72,13 @@ def parse_metrics(metrics: str | list[str] | tuple[str, ...]) -> list[str]:
 
 
 def extract_features(
-    extractor: FeatureExtractor, samples: SampleSet, outputs: tuple[str, ...], batch_size: int = 64
+    extractor: FeatureExtractor, samples: SampleSet, outputs: tuple[str, ...], batch_size: int = 64,
+    progress: bool = False, desc: str = "features",
 ) -> dict[str, np.ndarray]:
     """Features {output: float64 (rows, D)} of all samples, in sample order.
 
     Image extractors on videos see every frame (rows = N * T, frame order
-    within each video). Under ``torch.distributed`` every rank extracts a
+    within each video). progress: a bar (samples, rate, ETA) on rank 0. Under ``torch.distributed`` every rank extracts a
     contiguous shard and all ranks receive the gathered result.
     """
     if batch_size < 1:
@@ -87,13 +90,16 @@ def extract_features(
     sharded = world > 1 and samples.num >= world  # every rank needs at least one sample to gather
     start, stop = shard_range(samples.num, rank, world) if sharded else (0, samples.num)
     chunks: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
+    bar = tqdm(total=stop - start, unit="sample", desc=desc, dynamic_ncols=True, disable=not progress or rank != 0)
     for batch in samples.batches(start, stop, max(1, batch_size // frames)):
+        bar.update(len(batch))
         x = torch.tensor(batch)
         if frames > 1:
             x = x.flatten(0, 1)  # (B, T, H, W, C) -> (B * T, H, W, C)
         x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.permute(0, 4, 1, 2, 3)  # channels first
         for name, f in extractor.extract(x, outputs).items():
             chunks[name].append(f.numpy())
+    bar.close()
     local = {o: np.concatenate(c).astype(np.float64) for o, c in chunks.items()}
     if not sharded:
         return local
@@ -107,6 +113,7 @@ class Evaluator:
     extractor_options: {extractor name: constructor options}, e.g.
     {"inception-v3-tf": {"weights": "w.pth"}, "dinov2-vitl14": {"weights": ..., "repo": ...}}.
     cache_dir: feature cache root (default `stats.default_cache_dir()`); use_cache=False disables it.
+    progress: progress bars (rate, ETA) while features are extracted.
     """
 
     def __init__(
@@ -116,9 +123,11 @@ class Evaluator:
         device: str | torch.device = "cpu",
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
+        progress: bool = False,
     ):
         self.options = extractor_options or {}
         self.batch_size = batch_size
+        self.progress = progress
         self.device = device
         self.cache = FeatureCache(cache_dir) if use_cache else None
         self._extractors: dict[str, FeatureExtractor] = {}
@@ -149,7 +158,8 @@ class Evaluator:
             missing = tuple(f for f in missing if cached[f] is None)
         if missing:
             log.info("extracting %s %s features of %s (%d samples)", ex.name, missing, source.name, samples.num)
-            fresh = extract_features(ex, samples, missing, self.batch_size)
+            fresh = extract_features(ex, samples, missing, self.batch_size, self.progress,
+                                     f"{ex.name} features of {source.name}")
             out.update(fresh)
             if key is not None and rank_and_world()[0] == 0:
                 meta = {"source": source.name, "content_sha256": self.content_sha256(samples), **ex.identity()}
@@ -234,8 +244,6 @@ class Evaluator:
         return results
 
     def provenance(self, fake: Source, real: Source | None, reference: dict) -> dict:
-        from importlib.metadata import version
-
         sides = {}
         for side, src in (("fake", fake), ("real", real)):
             if src is None:
@@ -249,7 +257,7 @@ class Evaluator:
             **sides,
             "extractors": {name: ex.identity() for name, ex in self._extractors.items()},
             "reference_statistics": reference,
-            "versions": {"elit_bench": __version__, "torch": torch.__version__, "torch_fidelity": version("torch-fidelity")},
+            **provenance(self.device),
         }
 
     def save_statistics(self, source: Source, metrics: list[str], path: str | Path) -> dict:

@@ -25,11 +25,9 @@ Layout of the output directory OUT:
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import time
@@ -41,7 +39,6 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import elit_bench
 from elit_bench.checkpoint import atomic_save, atomic_write, load_checkpoint, model_from_checkpoint
 from elit_bench.errors import UserError
 from elit_bench.flow.guidance import (
@@ -55,6 +52,7 @@ from elit_bench.flow.guidance import (
 from elit_bench.flow.sampling import DEFAULT_STEPS, check_solver, solve, time_grid
 from elit_bench.flow.schedules import resolve_budgets
 from elit_bench.flow.teacache import check_threshold
+from elit_bench.provenance import provenance
 from elit_bench.sampling.decode import Decoder
 
 SETTINGS, RECORD, SAMPLES, GRID, PARTS = "settings.json", "samples.json", "samples.npz", "grid.png", "parts"
@@ -303,22 +301,6 @@ def save_grid(path: Path, images: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG"))
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "elit_bench": elit_bench.__version__,
-           "torch": torch.__version__, "numpy": np.__version__}
-    try:
-        out["diffusers"] = importlib.metadata.version("diffusers")
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    return out
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()})"
-
-
 # ---------------------------------------------------------------- the whole set
 def generate(checkpoint, out, seeds: list[int], recipe: Recipe, ema: bool = True, batch: int = 32,
              grid: bool = False, device: str | None = None, progress: bool = True) -> dict:
@@ -405,7 +387,7 @@ def make_record(setup: Setup, ckpt: dict, checkpoint, settings: dict, seeds: lis
         "seeds": settings["seeds"], "num_samples": len(seeds), "class_labels": settings["class_labels"],
         "sample_shape": list(shape[1:]), "resumed_samples": resumed,
         "flops_per_sample": setup.flops_per_sample, "flops_vs_cfg": setup.flops_per_sample / setup.flops_cfg,
-        "settings": settings, "versions": versions(), "device": device_name(procs.device),
+        "settings": settings, **provenance(procs.device),
         "world_size": procs.world, "seconds": round(seconds, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
