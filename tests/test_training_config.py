@@ -85,7 +85,13 @@ BAD = [
     (["--model", "DiT-S/2", "--resolution", "3"], "resolution"),
     (["--model", "DiT-S/2", "batch_mode=huge"], "batch_mode"),
     (["--model", "DiT-S/2", "lr=-1"], "lr"),
-    (["--model", "DiT-S/2", "learning_rate=1"], "unknown config key"),
+    (["--model", "DiT-S/2", "learning_rate=1"], "unknown config key 'learning_rate'"),
+    (["--model", "DiT-S/2", "stepz=5"], "unknown config key 'stepz'; did you mean 'steps'?"),
+    (["--model", "DiT-S/2", "steps=-5"], "steps: input should be greater than or equal to 1, got -5"),
+    (["--model", "DiT-S/2", "ema_decay=1.5"], "ema_decay: input should be less than 1"),
+    (["--model", "DiT-S/2", "multi_budget=yes please"], "multi_budget: input should be a valid boolean"),
+    (["--model", "DiT-S/2", "seed=[1,"], "the value of override 'seed=[1,' is not valid YAML: expected the node"),
+    (["--model", "DiT-S/2", "logger=mlflow"], "logger: input should be 'tensorboard' or 'wandb'"),
     (["--model", "DiT-S/2", "model_kwargs.in_channels=3"], "contradicts the data"),
     (["--model", "DiT-S/2", "--drop", "random"], "only apply to ELIT"),
     ([], "no model given"),
@@ -98,7 +104,8 @@ def test_bad_config_fails_before_training(tmp_path, capsys, argv, message):
     run.mkdir()
     (run / "keep.txt").write_text("untouched")
     assert main(["train", *argv, "--steps", "1", "--out", str(run)]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1  # one line
     assert [p.name for p in run.iterdir()] == ["keep.txt"]
 
 

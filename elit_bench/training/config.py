@@ -1,7 +1,9 @@
 """Run configuration: defaults, overrides, validation and the resolved config a run stores.
 
 A user config is a flat dict (YAML file, CLI flags, `key=value` overrides;
-see DEFAULTS for the keys). `resolve_config` fills defaults, turns the data
+`elit_bench.schema.TrainSettings` is its schema: types, ranges, allowed
+values, unknown keys refused with the nearest valid one suggested).
+`resolve_config` validates it, fills defaults, turns the data
 spec into its data description, derives the model's input kwargs from the
 data, builds the model on the meta device to validate every model setting
 (unknown name, group size that does not tile, budget range), and checks the
@@ -25,48 +27,18 @@ import yaml
 
 from elit_bench.data import describe_data, model_input_kwargs
 from elit_bench.data.digits import DEFAULT_RESOLUTION
-from elit_bench.errors import UserError, choices_error
+from elit_bench.errors import UserError
 from elit_bench.flops import budget_range, forward_flops
-from elit_bench.flow.loss import TIMESTEP_KINDS
+from elit_bench.schema import TrainSettings, check
 
-DEFAULTS = {
-    "model": None,  # registry name, e.g. ELIT-DiT-B/2 (required)
-    "model_kwargs": {},  # create_model overrides, e.g. {hidden_size: 64, group_size: 2, drop: random}
-    "data": "digits",  # digits | padded-digits | moving-digits | latent data set directory
-    "resolution": None,  # px of the embedded digits (latent sets carry their own)
-    "batch": 256,  # global batch (split over ranks)
-    "steps": 1000,
-    "seed": 0,
-    "lr": 1e-4,
-    "warmup": 10000,  # linear warmup steps, then constant
-    "weight_decay": 0.0,  # AdamW; 0 is the paper's Adam
-    "grad_clip": 1.0,
-    "ema_decay": 0.9999,
-    "class_dropout": 0.1,  # probability of the null label (guidance)
-    "timesteps": "logit_normal",  # logit_normal | uniform, the same for every model
-    "timestep_mean": 0.0,
-    "timestep_std": 1.0,
-    "multi_budget": False,  # draw J~ per iteration (default range 1:J)
-    "budget_range": None,  # "JMIN:JMAX": draw J~ uniformly in it
-    "batch_mode": "constant",  # constant | scaled (batch varies with the budget, Table 5d (i))
-    "precision": "auto",  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-    "compile": False,  # torch.compile the model
-    "ckpt_every": 1000,  # steps between checkpoints/last.pt updates (and always at the end)
-    "snapshot_every": None,  # also keep checkpoints/step_XXXXXXX.pt every N steps (convergence curves)
-    "log_every": 10,  # steps between TensorBoard scalars
-    "progress": True,  # tqdm progress bar
-    "out": None,  # run directory (default: runs/<model>-<data>-<hash>)
-}
+DEFAULTS = TrainSettings().model_dump()  # every key, with its default (elit_bench.schema documents them)
 
 # the embedded digits train in minutes on a CPU: a short warmup and a faster EMA (paper values are for 500k steps)
 _DIGITS = {"resolution": DEFAULT_RESOLUTION, "batch": 64, "lr": 3e-4, "warmup": 100, "ema_decay": 0.999}
 DATA_DEFAULTS = {"digits": _DIGITS, "padded-digits": _DIGITS, "moving-digits": _DIGITS}
 
-# keys that may change when a run is continued: they do not change what is trained
-RUN_CONTROL_KEYS = ("steps", "out", "ckpt_every", "snapshot_every", "log_every", "progress", "compile")
-
-BATCH_MODES = ("constant", "scaled")
-PRECISIONS = ("auto", "fp32", "bf16")
+# keys that may change when a run is continued: they do not change what is trained (raising `steps` continues it)
+RUN_CONTROL_KEYS = ("steps", "out", "ckpt_every", "snapshot_every", "log_every", "logger", "progress", "compile")
 
 
 # ---------------------------------------------------------------- reading user input
@@ -85,18 +57,21 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def parse_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)  # safe: _Loader is a yaml.SafeLoader with YAML 1.2 numbers
+def parse_yaml(text: str, what: str = "YAML"):
+    """YAML 1.2 numbers, safe loading; a syntax error is a one-line UserError that starts with `what`."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # safe: _Loader is a yaml.SafeLoader with YAML 1.2 numbers
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{what} is not valid YAML: {getattr(exc, 'problem', None) or exc}{where}") from None
 
 
 def load_yaml(path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist")
-    try:
-        config = parse_yaml(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    config = parse_yaml(path.read_text(), f"config file {str(path)!r}") or {}
     if not isinstance(config, dict):
         raise UserError(f"config file {str(path)!r} must hold a mapping of keys to values")
     return config
@@ -109,10 +84,7 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"override {item!r} must look like key=value, e.g. lr=3e-4 or model_kwargs.hidden_size=64")
-        try:
-            value = parse_yaml(raw)
-        except yaml.YAMLError as exc:
-            raise UserError(f"cannot parse the value of override {item!r}: {exc}") from exc
+        value = parse_yaml(raw, f"the value of override {item!r}")
         *parents, leaf = key.split(".")
         node = config
         for part in parents:
@@ -124,44 +96,6 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
 
 
 # ---------------------------------------------------------------- resolution and validation
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise UserError(message)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _validate_scalars(cfg: dict) -> None:
-    _check(isinstance(cfg["model"], str) and cfg["model"], "no model given: pass --model NAME (e.g. --model ELIT-DiT-S/2; "
-           "`elit-bench models` lists them)")
-    _check(isinstance(cfg["model_kwargs"], dict), "model_kwargs must be a mapping of create_model overrides")
-    for key, low in (("batch", 1), ("steps", 1), ("ckpt_every", 1), ("log_every", 1), ("warmup", 0)):
-        _check(_is_int(cfg[key]) and cfg[key] >= low, f"{key} must be an integer >= {low}, got {cfg[key]!r}")
-    _check(_is_int(cfg["seed"]) and cfg["seed"] >= 0, f"seed must be an integer >= 0, got {cfg['seed']!r}")
-    _check(cfg["snapshot_every"] is None or (_is_int(cfg["snapshot_every"]) and cfg["snapshot_every"] >= 1),
-           f"snapshot_every must be null or an integer >= 1, got {cfg['snapshot_every']!r}")
-    _check(_is_num(cfg["lr"]) and cfg["lr"] > 0, f"lr must be a positive number, got {cfg['lr']!r}")
-    _check(_is_num(cfg["weight_decay"]) and cfg["weight_decay"] >= 0, "weight_decay must be >= 0")
-    _check(cfg["grad_clip"] is None or (_is_num(cfg["grad_clip"]) and cfg["grad_clip"] > 0),
-           f"grad_clip must be a positive number or null, got {cfg['grad_clip']!r}")
-    _check(_is_num(cfg["ema_decay"]) and 0 <= cfg["ema_decay"] < 1, f"ema_decay must be in [0, 1), got {cfg['ema_decay']!r}")
-    _check(_is_num(cfg["class_dropout"]) and 0 <= cfg["class_dropout"] < 1,
-           f"class_dropout must be in [0, 1), got {cfg['class_dropout']!r}")
-    _check(_is_num(cfg["timestep_std"]) and cfg["timestep_std"] > 0 and _is_num(cfg["timestep_mean"]),
-           "timestep_mean must be a number and timestep_std a positive number")
-    for key, choices in (("timesteps", TIMESTEP_KINDS), ("batch_mode", BATCH_MODES), ("precision", PRECISIONS)):
-        if cfg[key] not in choices:
-            raise choices_error(key, cfg[key], choices)
-    for key in ("multi_budget", "compile", "progress"):
-        _check(isinstance(cfg[key], bool), f"{key} must be true or false, got {cfg[key]!r}")
-
-
 def _model_kwargs(cfg: dict) -> dict:
     """The data's input kwargs plus the user's overrides; the two may not disagree."""
     from_data = model_input_kwargs(cfg["data"])
@@ -260,13 +194,11 @@ def check_out_dir(out) -> Path:
 
 def resolve_config(config: dict) -> dict:
     """Defaults + data description + model kwargs, all validated; raises UserError before any work."""
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(DEFAULTS)}")
     data_spec = config.get("data", DEFAULTS["data"])
     data_name = data_spec.get("name") if isinstance(data_spec, dict) else data_spec
-    cfg = copy.deepcopy({**DEFAULTS, **DATA_DEFAULTS.get(data_name, {}), **config})
-    _validate_scalars(cfg)
+    cfg = check("", TrainSettings, {**DATA_DEFAULTS.get(data_name, {}), **config}).model_dump()
+    if not cfg["model"]:
+        raise UserError("no model given: pass --model NAME (e.g. --model ELIT-DiT-S/2; `elit-bench models` lists them)")
     cfg["data"] = describe_data(data_spec, cfg["resolution"])
     cfg["resolution"] = cfg["data"]["resolution"]
     cfg["model_kwargs"] = _model_kwargs(cfg)
