@@ -1,5 +1,6 @@
 """FLOPs: the paper's compute rows are reproduced, and the analytic count equals a measured one."""
 
+import csv
 import json
 
 import pytest
@@ -7,11 +8,15 @@ import torch
 
 from elit_bench.baselines import baseline_file
 from elit_bench.cli import main
+from torch.utils.flop_counter import FlopCounterMode
+
 from elit_bench.flops import (
+    MMDiTConfig,
     budget_range,
     forward_flops,
     mean_forward_flops,
     measure_forward_flops,
+    mmdit_forward_macs,
     mmdit_rows,
     paper_compute_rows,
     train_tflops,
@@ -19,27 +24,50 @@ from elit_bench.flops import (
 from elit_bench.models import create_model, list_models
 from helpers import tiny
 
-REFERENCE_ROWS = {"dit_xl", "elit_dit_xl", "elit_dit_xl_mb", "uvit_xl", "elit_uvit_xl", "hdit_xl", "elit_hdit_xl",
-                  "dit_xl_2x4", "elit_dit_xl_25", "hdit_small", "sit_xl", "elit_sit_xl", "elit_sit_xl_mb"}
+def compute_csv_rows():
+    """(key, resolution) of every published TF figure in baselines/compute.csv (read without computing)."""
+    with open(baseline_file("compute.csv"), newline="") as f:
+        return [(rec["key"], res) for rec in csv.DictReader(f) for res in (256, 512) if rec[f"tf_{res}"].strip()]
+
+
+# Rows where our count falls outside the row's tolerance, with the arithmetic (strict: they must keep failing).
+OUTSIDE_TOLERANCE = {
+    ("elit_hdit_xl_mb", 256): (
+        "ELIT-HDiT-XL/2 multi-budget at 256 px: ours 199.6 TF vs the paper's 191 (+4.5%, tolerance 3%). Our latent "
+        "merge aggregates 4 consecutive latents of a group, so a group keeps ceil(J~/4) latents in the 2x-wide core "
+        "(blocks 8..19) and J~ = 1..3 still keep one: mean over J~ = 1..16 is 2.5 latents per group, not J~/4 = 2.125. "
+        "Counting J~/4 (as if merges crossed group boundaries) gives 188.7 TF (-1.2%) here and 800.1 TF (+1.2%) at "
+        "512 px, but no forward that merges only within a group (paper Sec. 4.1: 'aggregating tokens within the "
+        "same group') can run fractional latents; at 512 px (J~ >= 4) ceil gives 811.0 TF, +2.5%, inside 3%."),
+}
 
 
 @pytest.fixture(scope="module")
 def paper_rows():
-    return paper_compute_rows(baseline_file("compute.csv"))
+    return {(row["key"], row["resolution"]): row for row in paper_compute_rows(baseline_file("compute.csv"))}
 
 
-def test_reference_rows_reproduced_within_tolerance(paper_rows):
-    checked = set()
-    for row in paper_rows:
-        if row["key"] not in REFERENCE_ROWS:
-            continue
-        checked.add(row["key"])
-        assert abs(row["tf_diff_pct"]) <= row["tolerance_pct"], row
-        if row["params_paper"].endswith("B"):  # "1.4B": the count must round to the printed figure
-            assert row["params_rounds_to_paper"], row
-        else:
-            assert abs(row["params_diff_pct"]) <= row["tolerance_pct"], row
-    assert checked == REFERENCE_ROWS
+def compute_row_params():
+    for key, res in compute_csv_rows():
+        reason = OUTSIDE_TOLERANCE.get((key, res))
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        yield pytest.param(key, res, marks=marks, id=f"{key}-{res}")
+
+
+@pytest.mark.parametrize("key, resolution", list(compute_row_params()))
+def test_every_published_compute_row_within_its_tolerance(paper_rows, key, resolution):
+    # catches: any change to a model's blocks, widths or budgets that moves TF or params off the paper's row
+    row = paper_rows[(key, resolution)]
+    assert abs(row["tf_diff_pct"]) <= row["tolerance_pct"], row
+    if row["params_paper"].endswith("B"):  # "1.4B": the count must round to the printed figure
+        assert row["params_rounds_to_paper"], row
+    else:
+        assert abs(row["params_diff_pct"]) <= row["tolerance_pct"], row
+
+
+def test_every_compute_row_is_checked(paper_rows):
+    # catches: a row of compute.csv that paper_compute_rows skips (then no parametrized case would see it)
+    assert set(paper_rows) == set(compute_csv_rows())
 
 
 def test_dit_xl_matches_dit_paper_gmacs():
@@ -50,9 +78,105 @@ def test_dit_xl_matches_dit_paper_gmacs():
     assert train_tflops(forward_flops(model), 256) == pytest.approx(182, rel=0.01)
 
 
-def test_mmdit_table4_ratios_close(paper_rows):
-    for row in mmdit_rows(baseline_file("table4_mmdit_flops.csv")):
+# ---------------------------------------------------------------- Table 4 (MM-DiT)
+class JointBlock(torch.nn.Module):
+    """An MM-DiT (Qwen-Image) double-stream block: own weights per stream, one joint attention, adaLN per stream."""
+
+    def __init__(self, d, mlp_ratio):
+        super().__init__()
+        self.streams = torch.nn.ModuleList(torch.nn.ModuleDict({
+            "mod": torch.nn.Linear(d, 6 * d), "qkv": torch.nn.Linear(d, 3 * d), "out": torch.nn.Linear(d, d),
+            "mlp": torch.nn.Sequential(torch.nn.Linear(d, mlp_ratio * d), torch.nn.GELU(), torch.nn.Linear(mlp_ratio * d, d)),
+        }) for _ in range(2))
+
+    def forward(self, img, txt, c):
+        split = img.shape[1]
+        mods = [s["mod"](c) for s in self.streams]  # per sample
+        q, k, v = torch.cat([s["qkv"](x) for s, x in zip(self.streams, (img, txt))], dim=1).chunk(3, dim=-1)
+        h = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v  # joint attention over image + text tokens
+        outs = [x + s["out"](a) for s, x, a in zip(self.streams, (img, txt), (h[:, :split], h[:, split:]))]
+        return tuple(x + s["mlp"](x) + 0 * m.sum() for s, x, m in zip(self.streams, outs, mods))
+
+
+class GroupedCrossAttention(torch.nn.Module):
+    """Queries attend to the keys of their own group only (G groups, group-major tokens)."""
+
+    def __init__(self, d, groups):
+        super().__init__()
+        self.q, self.kv, self.out, self.groups = torch.nn.Linear(d, d), torch.nn.Linear(d, 2 * d), torch.nn.Linear(d, d), groups
+
+    def forward(self, target, source):
+        G = self.groups
+        q = self.q(target).unflatten(1, (G, -1))
+        k, v = self.kv(source).unflatten(1, (G, -1)).chunk(2, dim=-1)
+        return self.out((torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v).flatten(1, 2))
+
+
+class ElitMMDiT(torch.nn.Module):
+    """Qwen-Image-shaped MM-DiT with ELIT on the image stream (paper Sec. 4.4: Read after block 8, Write at 52).
+
+    Read: CA(latents <- spatial) + MLP without expansion (d -> d -> d) + adaLN (6d per sample); Write: CA(spatial
+    <- latents) + MLP on spatial tokens; the latent core runs the same joint blocks on the kept latents.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        d = cfg.width
+        self.cfg = cfg
+        self.blocks = torch.nn.ModuleList(JointBlock(d, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.read, self.write = GroupedCrossAttention(d, cfg.groups), GroupedCrossAttention(d, cfg.groups)
+        self.read_mlp = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.GELU(), torch.nn.Linear(d, d))
+        self.read_mod = torch.nn.Linear(d, 6 * d)
+        self.write_mlp = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.GELU(), torch.nn.Linear(d, d))
+
+    def forward(self, img, txt, c, kept=None):
+        cfg = self.cfg
+        for i, block in enumerate(self.blocks):
+            if kept is not None and i == cfg.read_after:
+                spatial = img
+                lat = torch.zeros(img.shape[0], kept, img.shape[-1]) + 0 * self.read_mod(c).sum()
+                lat = lat + self.read(lat, spatial)
+                img = lat + self.read_mlp(lat)
+            if kept is not None and i == cfg.write_at:
+                s = spatial + self.write(spatial, img)
+                img = s + self.write_mlp(s)
+            img, txt = block(img, txt, c)
+        return img
+
+
+def measured_macs(model, cfg, kept=None):
+    img, txt, c = torch.randn(1, cfg.image_tokens, cfg.width), torch.randn(1, cfg.text_tokens, cfg.width), torch.randn(1, cfg.width)
+    with FlopCounterMode(display=False) as counter:
+        model(img, txt, c, kept)
+    return counter.get_total_flops() // 2
+
+
+def test_mmdit_analytic_model_equals_a_measured_mm_dit():
+    # catches: a wrong per-block count (shared stream weights, one adaLN, N d^2 attention), a wrong block split
+    # (spatial vs core blocks), or Read/Write terms that differ from what the layers compute
+    cfg = MMDiTConfig(width=32, image_tokens=256, text_tokens=12, groups=16)  # Table 4's 60-block layout, small width
+    model = ElitMMDiT(cfg)
+    assert measured_macs(model, cfg) == mmdit_forward_macs(cfg)
+    for keep in (1.0, 0.5, 0.25, 0.125):  # Table 4's token fractions
+        kept = int(cfg.image_tokens * keep)
+        assert measured_macs(model, cfg, kept) == mmdit_forward_macs(cfg, keep), keep
+
+
+def test_mmdit_table4_ratios():
+    """Table 4 (sampling FLOPs with CCFG over the original with CFG) at 100/50/25/12.5% tokens.
+
+    The paper does not print CCFG's guide budget: MMDIT_GUIDE_KEEP = 1/16 was fitted to these same four ratios, so
+    the absolute ratios only show that one guide keep fits all four. What the fit cannot absorb: the differences
+    between consecutive rows, (F(a) - F(b)) / 2 F_orig, do not depend on the guide pass at all.
+    """
+    # catches: a token count (image, text, K) or a core/spatial split that changes how FLOPs scale with the kept tokens
+    rows = mmdit_rows(baseline_file("table4_mmdit_flops.csv"))
+    assert [r["tokens_pct"] for r in rows] == [100, 50, 25, 12.5]
+    for row in rows:  # fitted: consistency of one guide keep with all four rows, within 1%
         assert abs(row["diff_pct"]) < 1.0, row
+    for a, b in zip(rows, rows[1:]):  # not fitted: within 3% (REFERENCE section 1's tolerance for reduced-token rows)
+        ours, paper = a["ratio"] - b["ratio"], a["ratio_paper"] - b["ratio_paper"]
+        assert ours == pytest.approx(paper, rel=0.03), (a["tokens_pct"], b["tokens_pct"], ours, paper)
 
 
 def test_budget_range_is_a_uniform_mean():

@@ -1,0 +1,50 @@
+"""Paper-scale training lengths of every suite follow the paper, each count with the line that states it."""
+
+from pathlib import Path
+
+import pytest
+
+from elit_bench.suites.spec import list_suites, load_suite
+
+PAPER = Path(__file__).resolve().parents[1].parent / "shared" / "paper" / "elit-paper.md"
+
+# Sec. 4.1 "Training details"; nothing in the paper notes another length for Tables 3, 5 or Figure 2.
+IMAGES = (500_000, "Unless noted, all image experiments are trained for 500k steps")
+VIDEO = (200_000, "while video experiments are trained for 200k steps")
+EXPECTED = {
+    "table1-256": IMAGES, "table1-512": IMAGES, "table2-video": VIDEO, "table3-readwrite": IMAGES,
+    "table5a-group-size": IMAGES, "table5b-block-alloc": IMAGES, "table5c-variable-budget": IMAGES,
+    "table5d-batching": IMAGES, "table6-rho": IMAGES, "fig2-adaptive-compute": IMAGES, "fig4-convergence": IMAGES,
+    "fig5-guidance": IMAGES, "fig7-steps-vs-tokens": IMAGES, "fig8-teacache": IMAGES,
+}
+# suites without a paper training run: analytic FLOPs (Table 4, Fig. 10), latency (Fig. 9), the digits quickstart
+NO_PAPER_TRAINING = {"table4-mmdit-flops", "fig9-latency", "fig10-flops", "quickstart"}
+
+
+def test_every_suite_is_classified():
+    # catches: a new suite whose paper-scale length nobody checked against the paper
+    assert set(list_suites()) == set(EXPECTED) | NO_PAPER_TRAINING
+
+
+@pytest.mark.parametrize("suite", sorted(EXPECTED))
+def test_paper_scale_steps_follow_the_paper(suite):
+    # catches: a paper-scale length the paper does not state (e.g. 400k for the ablations, where it says 500k)
+    steps, quote = EXPECTED[suite]
+    trained = [r for r in load_suite(suite).runs("paper", strict_variables=False) if not r.compute]
+    assert trained
+    assert {r.train["steps"] for r in trained} == {steps}, suite
+
+
+@pytest.mark.skipif(not PAPER.is_file(), reason="the paper's text is not in this checkout")
+def test_quoted_lines_are_the_papers():
+    # catches: a quote that was paraphrased, so the expected counts no longer rest on the paper's words
+    text = " ".join(PAPER.read_text().split())
+    for _, quote in {IMAGES, VIDEO}:
+        assert quote in text
+    assert "400k" not in text.lower()  # no shorter image length is noted anywhere
+
+
+def test_suites_without_paper_training_train_nothing_at_paper_scale():
+    # catches: a compute-only suite that quietly gained a training run with no length checked above
+    for suite in NO_PAPER_TRAINING - {"quickstart"}:
+        assert all(r.compute for r in load_suite(suite).runs("paper", strict_variables=False)), suite
