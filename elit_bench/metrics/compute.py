@@ -7,7 +7,9 @@ convention for published ImageNet numbers with ADM reference batches) and
 statistics of extracted features otherwise; IS, precision/recall, KID and
 class accuracy need per-sample features. Features are extracted once per
 (source, extractor), sharded over ranks under ``torch.distributed``, and cached
-on disk by content hash, extractor identity and preprocessing.
+on disk by content hash, extractor identity and preprocessing. Every metric
+gets a 95% interval (`metrics.intervals`; docs/intervals.md) under
+``intervals``, beside its value.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from elit_bench import __version__
 from elit_bench.errors import UserError, choices_error
 from elit_bench.metrics.distributed import gather_rows, rank_and_world, shard_range
 from elit_bench.metrics.extractors import FeatureExtractor, get_extractor
+from elit_bench.metrics import intervals
 from elit_bench.metrics.frechet import frechet_distance_stats
-from elit_bench.metrics.inception_score import inception_score
+from elit_bench.metrics.inception_score import inception_split_scores
 from elit_bench.metrics.prdc import kernel_inception_distance, precision_recall
 from elit_bench.metrics.sources import SampleSet, Source, open_source
 from elit_bench.metrics.stats import FeatureCache, FeatureStats, save_statistics
@@ -114,6 +117,7 @@ class Evaluator:
     {"inception-v3-tf": {"weights": "w.pth"}, "dinov2-vitl14": {"weights": ..., "repo": ...}}.
     cache_dir: feature cache root (default `stats.default_cache_dir()`); use_cache=False disables it.
     progress: progress bars (rate, ETA) while features are extracted.
+    bootstrap_replicates, interval_seed: the bootstrap behind Frechet intervals (`intervals.frechet_bootstrap`).
     """
 
     def __init__(
@@ -124,8 +128,11 @@ class Evaluator:
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         progress: bool = False,
+        bootstrap_replicates: int = intervals.BOOTSTRAP_REPLICATES,
+        interval_seed: int = intervals.BOOTSTRAP_SEED,
     ):
         self.options = extractor_options or {}
+        self.bootstrap = {"replicates": bootstrap_replicates, "seed": interval_seed}
         self.batch_size = batch_size
         self.progress = progress
         self.device = device
@@ -217,31 +224,55 @@ class Evaluator:
         self.prefetch(real, two_sided)
         results: dict = {}
         reference: dict = {}
+        bounds: dict = {}
         for name in names:
             spec = METRICS[name]
             if spec.kind == "frechet":
                 results[name], reference[name] = self.frechet(fake, real, name)
+                if fake.samples is not None:  # a side given only as statistics cannot be resampled
+                    fake_features = self.features(fake, spec.extractor, (spec.feature,))[spec.feature]
+                    bounds[name] = intervals.frechet_bootstrap(
+                        fake_features, self.statistics(real, name)[0], device=self.device, **self.bootstrap)
                 continue
             fake_features = self.features(fake, spec.extractor, (spec.feature,))[spec.feature]
             if spec.kind == "is":
-                results.update(zip(spec.keys, inception_score(fake_features)))
-            elif spec.kind in ("pr", "kid"):
+                scores = inception_split_scores(fake_features)
+                results.update(zip(spec.keys, (float(scores.mean()), float(scores.std()))))
+                bounds["is_mean"] = intervals.t_interval(scores, "t-over-splits")
+            elif spec.kind == "pr":
                 real_features = self.features(real, spec.extractor, (spec.feature,))[spec.feature]
-                fn = precision_recall if spec.kind == "pr" else kernel_inception_distance
-                results.update(zip(spec.keys, fn(fake_features, real_features)))
+                precision, recall = precision_recall(fake_features, real_features)
+                results.update(precision=precision, recall=recall)
+                # precision counts generated samples inside the real manifold, recall real ones inside the generated
+                bounds["precision"] = intervals.wilson(precision, len(fake_features), what="generated samples")
+                bounds["recall"] = intervals.wilson(recall, len(real_features), what="real samples")
+                reference[name] = {"content_sha256": self.content_sha256(real.samples), "num_samples": len(real_features)}
+            elif spec.kind == "kid":
+                real_features = self.features(real, spec.extractor, (spec.feature,))[spec.feature]
+                results.update(zip(spec.keys, kernel_inception_distance(fake_features, real_features)))
+                bounds["kid_mean"] = intervals.normal_interval(results["kid_mean"], results["kid_std"], "normal-subset-sd")
                 reference[name] = {"content_sha256": self.content_sha256(real.samples), "num_samples": len(real_features)}
             else:  # accuracy of a classifier against the labels stored with the samples
-                labels = fake.samples.labels
-                if labels is not None and fake.samples.is_video and self.extractor(spec.extractor).modality == "image":
-                    labels = np.repeat(labels, fake.samples.sample_shape[0])  # every frame carries its clip's label
-                if labels is None or len(labels) != len(fake_features):
-                    raise UserError(
-                        f"{name} needs one class label per sample: give samples as an .npz with labels in arr_1 "
-                        f"({fake.name} has {'no' if labels is None else len(labels)} labels for {len(fake_features)} samples)"
-                    )
-                results[name] = float((fake_features.argmax(axis=1) == labels).mean())
+                results[name], bounds[name] = self.accuracy(fake, name, fake_features)
+        results["intervals"] = bounds
         results["provenance"] = self.provenance(fake, real, reference)
         return results
+
+    def accuracy(self, fake: Source, name: str, logits: np.ndarray) -> tuple[float, dict]:
+        """(accuracy against the labels stored with the samples, its Wilson interval)."""
+        labels = fake.samples.labels
+        frames = 1
+        if labels is not None and fake.samples.is_video and self.extractor(METRICS[name].extractor).modality == "image":
+            frames = fake.samples.sample_shape[0]
+            labels = np.repeat(labels, frames)  # every frame carries its clip's label
+        if labels is None or len(labels) != len(logits):
+            raise UserError(
+                f"{name} needs one class label per sample: give samples as an .npz with labels in arr_1 "
+                f"({fake.name} has {'no' if labels is None else len(labels)} labels for {len(logits)} samples)"
+            )
+        value = float((logits.argmax(axis=1) == labels).mean())
+        # frames of one clip are not independent: counting clips as the units keeps the interval conservative
+        return value, intervals.wilson(value, len(logits) // frames, what="clips" if frames > 1 else "samples")
 
     def provenance(self, fake: Source, real: Source | None, reference: dict) -> dict:
         sides = {}
@@ -294,7 +325,8 @@ def compute_metrics(fake, real=None, metrics=("fid",), **evaluator_options) -> d
     a list). evaluator_options: see `Evaluator`.
 
     Returns {"fid": ..., "is_mean": ..., "is_std": ..., "precision": ..., ...,
-    "provenance": {...}}; provenance records the sources (sample counts,
+    "intervals": {"fid": {"low", "high", "level", "method", ...}, ...}, "provenance": {...}};
+    provenance records the sources (sample counts,
     content hashes), extractor identities (weights sha256, preprocessing) and,
     per metric, the reference statistics used (sha256, stored or computed).
     """

@@ -128,7 +128,7 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, progres
     recipe = recipe_for(ev.sample, model.max_budget)
     edir = rdir / EVALS / ev.id
     sample_record = generate(ckpt, edir, seed_list(num), recipe, ema=ev.sample.get("ema", True),
-                             batch=int(ev.sample.get("batch", 64)), grid=bool(ev.sample.get("grid", False)),
+                             batch=int(ev.sample.get("batch", 64)), grid=True,
                              progress=progress)
     real = metrics.pop("real", None)
     if real == "digits":
@@ -138,13 +138,13 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, progres
     scores = compute_metrics(edir / "samples.npz", real, names, **(metrics.pop("options", None) or {}))
     if metrics:
         raise UserError(f"unknown metrics setting(s) {sorted(metrics)} in evaluation {ev.label!r}")
-    score_provenance = scores.pop("provenance", {})
+    score_provenance, score_intervals = scores.pop("provenance", {}), scores.pop("intervals", {})
     return {
         "suite": run.suite, "scale": run.scale, "run_id": run.id, "run_label": run.label, "paper_row": run.paper_row,
         "paper_setting": run.paper_setting, "eval_id": ev.id, "eval_label": ev.label,
         "paper_guidance": ev.paper_guidance, "series": ev.series,
         "model": train_config["model"], "train_step": sample_record.get("checkpoint_step"),
-        "metrics": scores, "num_samples": num,
+        "metrics": scores, "intervals": score_intervals, "num_samples": num,
         "sample": {k: sample_record.get(k) for k in ("steps", "sampler", "guidance", "scale", "budget",
                                                      "guide_budget", "schedule", "teacache", "teacache_skipped")},
         "flops": {"sample_flops_per_sample": sample_record["flops_per_sample"],
@@ -179,6 +179,7 @@ def training_flops(train_config: dict) -> dict:
 
 def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
     """Train, evaluate and mark one run done; safe to call again after any interruption."""
+    from elit_bench.metrics.floor import write_real_data_record
     from elit_bench.training import train
     from elit_bench.training.config import resolve_config
 
@@ -201,6 +202,8 @@ def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
             record = evaluate(run, ev, rdir, resolved, progress)
             if main:
                 write_json(record_path, record)
+        if main:  # the suite's `real data` record for this sample count, unless it is there already
+            write_real_data_record(rdir.parent, json.loads(record_path.read_text()))
     if main:
         write_json(rdir / DONE, {"evals": [e.id for e in run.evals], "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return rdir
