@@ -97,7 +97,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _human(results: dict) -> str:
-    lines = [f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in results.items() if k != "provenance"]
+    bounds = results.get("intervals", {})
+    lines = []
+    for key, value in results.items():
+        if key in ("provenance", "intervals"):
+            continue
+        line = f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}"
+        if key in bounds:
+            b = bounds[key]
+            line += f"  {b['level']:.0%} interval [{b['low']:.6g}, {b['high']:.6g}] ({b['method']})"
+        lines.append(line)
     for metric, ref in results.get("provenance", {}).get("reference_statistics", {}).items():
         digest = ref.get("sha256") or ref.get("content_sha256")
         lines.append(f"{metric} reference: {digest[:16]} ({ref.get('origin', 'samples')}, n={ref.get('num_samples')})")

@@ -49,18 +49,16 @@ def floor_path(scale_dir: Path, resolution: int, num: int, video: bool) -> Path:
     return Path(scale_dir) / REAL_DATA_RUN / "records" / f"{kind}-{resolution}px-n{num}.json"
 
 
-def real_data_record(eval_record: dict, names: list[str]) -> dict:
-    """The floor (metrics `names`) that goes with a suite's evaluation record scored against the held-out digits.
+def real_data_record(eval_record: dict, names: list[str], samples: ArraySamples) -> dict:
+    """The floor (metrics `names` of the real `samples`) that goes with a suite's evaluation record.
 
     Takes the reference and metric options from the record's provenance, so the floor is scored
     against the very same reference file with the very same settings.
     """
     spec = eval_record["provenance"]["eval"]["metrics"]
     data = eval_record["provenance"]["train_config"]["data"]
-    video = data["name"] == "moving-digits"
     num = eval_record["num_samples"]
     reference = eval_record["provenance"]["metrics"]["real"]["source"]
-    samples = real_digits(data["resolution"], num, video)
     scores = compute_metrics(samples, reference, names, **(spec.get("options") or {}))
     score_provenance = scores.pop("provenance")
     return {
@@ -79,9 +77,11 @@ def write_real_data_record(scale_dir, eval_record: dict) -> Path | None:
     """Write the floor of `eval_record` under SCALE_DIR/real-data/records/ unless it is there already.
 
     Only records scored against the held-out digits (`metrics.real: digits`) have one; returns its path,
-    or None (also, with a warning, when the train split is smaller than the sample count).
+    or None (also, with a warning, when the train split is smaller than the sample count). The real
+    digits' grid.png goes where an evaluation's would (real-data/evals/<eval id>/).
     """
     from elit_bench.checkpoint import atomic_write
+    from elit_bench.sampling.generate import GRID, save_grid
 
     spec = eval_record["provenance"]["eval"]["metrics"]
     if spec.get("real") != "digits":
@@ -96,9 +96,11 @@ def write_real_data_record(scale_dir, eval_record: dict) -> Path | None:
         names = list(dict.fromkeys(held + names))  # another evaluation's metrics: keep the ones already there
     log.info("scoring the real-data floor: %d training digits", eval_record["num_samples"])
     try:
-        record = real_data_record(eval_record, names)
+        samples = real_digits(data["resolution"], eval_record["num_samples"], data["name"] == "moving-digits")
     except UserError as exc:  # the suite's own records stand without their floor
         log.warning("no real-data record: %s", exc)
         return None
+    record = real_data_record(eval_record, names, samples)
+    save_grid(path.parents[1] / "evals" / record["eval_id"] / GRID, samples.array)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
     return path

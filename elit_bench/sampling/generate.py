@@ -301,6 +301,19 @@ def save_grid(path: Path, images: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG"))
 
 
+def ensure_grid(out) -> Path | None:
+    """OUT/grid.png of a finished set, drawn from the first samples of samples.npz if missing; None without samples."""
+    from elit_bench.metrics.sources import NpzSamples
+
+    out = Path(out)
+    if not (out / GRID).is_file():
+        if not (out / SAMPLES).is_file():
+            return None
+        samples = NpzSamples(out / SAMPLES)  # streamed: only the first samples are read
+        save_grid(out / GRID, next(samples.batches(0, min(samples.num, GRID_SAMPLES), GRID_SAMPLES)))
+    return out / GRID
+
+
 # ---------------------------------------------------------------- the whole set
 def generate(checkpoint, out, seeds: list[int], recipe: Recipe, ema: bool = True, batch: int = 32,
              grid: bool = False, device: str | None = None, progress: bool = True) -> dict:
@@ -327,6 +340,8 @@ def generate(checkpoint, out, seeds: list[int], recipe: Recipe, ema: bool = True
         if check_out_dir(out, settings):
             if procs.rank == 0 and (out / PARTS).exists():
                 shutil.rmtree(out / PARTS)
+            if grid and procs.rank == 0:  # a set finished before grids were asked for
+                ensure_grid(out)
             return json.loads((out / RECORD).read_text())
         model.to(procs.device)
         parts = out / PARTS
