@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from elit_bench.errors import UserError
+from elit_bench.flops import measure_forward_flops
 from elit_bench.models import create_model, list_models, param_count
-from helpers import tiny
+from helpers import randomize, tiny
 
 
 def inputs(model, batch=2):
@@ -17,38 +18,73 @@ def inputs(model, batch=2):
 def test_every_registered_model_keeps_shape_on_meta(name):
     with torch.device("meta"):
         model = create_model(name, resolution=256)
-    assert model.in_channels == 16 and model.input_shape == (32, 32)
+    # FLUX autoencoder latents (16 channels, 8x down; REFERENCE section 3); the released SiT family reads SD-VAE's 4
+    assert model.in_channels == (4 if "SiT-" in name else 16) and model.input_shape == (32, 32)
     x, t, y = inputs(model)
     assert model(x, t, y).shape == x.shape
     if model.max_budget:
         assert model(x, t, y, budget=1).shape == x.shape
 
 
+def assert_changes(a, b, what):
+    assert not torch.allclose(a, b, rtol=1e-4, atol=1e-6), what
+
+
 @pytest.mark.parametrize("name", ["DiT-S/2", "ELIT-DiT-S/2", "UViT-S/2", "ELIT-UViT-S/2", "HDiT-S/2",
                                   "ELIT-HDiT-S/2", "MultiPatch-DiT-S/2", "DiT-S/2x4", "ELIT-DiT-S/1"])
 def test_small_models_run_forward_backward_on_cpu(name):
-    model = create_model(name, resolution=64)  # real S width and depth, 8x8 latent
+    # catches: an input the network ignores (noisy latent, timestep or class label not wired in) and a parameter
+    # that gets no finite gradient, at the real S width and depth
+    model = randomize(create_model(name, resolution=64))  # real S width and depth, 8x8 latent; random, not zero, init
     x, t, y = inputs(model)
     out = model(x, t, y)
     assert out.shape == x.shape
-    out.square().mean().backward()
+    with torch.no_grad():
+        assert_changes(model(x + torch.randn_like(x), t, y), out, "input")
+        assert_changes(model(x, 1 - t, y), out, "timestep")
+        assert_changes(model(x, t, (y + 1) % model.num_classes), out, "class label")
+    patches = getattr(model, "patch_options", None) or [None]
+    reached = set()
+    for p in patches:  # the multi-patch model uses one patchifier per call: every parameter is reached by some call
+        model.zero_grad(set_to_none=True)
+        model(x, t, y, **({"patch_size": p} if p else {})).square().mean().backward()
+        reached |= {n for n, q in model.named_parameters() if q.grad is not None and q.grad.abs().sum() > 0}
+        assert all(torch.isfinite(q.grad).all() for q in model.parameters() if q.grad is not None)
+    assert reached == {n for n, _ in model.named_parameters()}
 
 
 @pytest.mark.parametrize("name", ["DiT-S/2", "ELIT-DiT-S/2", "ELIT-UViT-S/2", "ELIT-HDiT-S/2"])
-def test_video_models_keep_shape(name):
+def test_video_models_keep_shape_and_mix_frames(name):
+    # catches: a video model that runs frames independently (time folded into the batch, no 3D groups or RoPE)
     kw = {"group_size": (2, 2, 2)} if name.startswith("ELIT") else {}
-    model = tiny(name, frames=4, **kw)
+    model = randomize(tiny(name, frames=4, **kw)).eval()
     x, t, y = inputs(model)
-    assert x.ndim == 5 and model(x, t, y).shape == x.shape
+    with torch.no_grad():
+        out = model(x, t, y)
+        assert x.ndim == 5 and out.shape == x.shape
+        moved = x.clone()
+        moved[:, :, 0] += torch.randn_like(moved[:, :, 0])  # change the first frame only
+        assert_changes(model(moved, t, y)[:, :, -1], out[:, :, -1], "the last frame must see the first")
+        if model.max_budget:
+            assert_changes(model(x, t, y, budget=1), out, "budget")
 
 
 @pytest.mark.parametrize("name", ["ELIT-DiT-S/2", "ELIT-HDiT-S/2", "ELIT-UViT-S/2"])
-def test_every_budget_runs(name):
-    model = tiny(name, group_size=4)  # 8x8 tokens: 4 groups of 16, J = 16
+def test_every_budget_changes_output_and_measured_flops(name):
+    # catches: a model that ignores `budget` (outputs or FLOPs equal across budgets), budget=None not meaning the
+    # full J, or a budget that runs more FLOPs than the next larger one
+    model = randomize(tiny(name, group_size=4)).eval()  # 8x8 tokens: 4 groups of 16, J = 16
     x, t, y = inputs(model)
     assert model.max_budget == 16
-    for budget in range(1, 17):
-        assert model(x, t, y, budget=budget).shape == x.shape
+    with torch.no_grad():
+        outs = {b: model(x, t, y, budget=b) for b in range(1, 17)}
+        torch.testing.assert_close(model(x, t, y), outs[16], rtol=0, atol=0)  # budget=None is budget=J
+    for b in range(1, 16):
+        assert outs[b].shape == x.shape
+        assert_changes(outs[b], outs[b + 1], f"budget {b} vs {b + 1}")
+    measured = [measure_forward_flops(model, b, batch=2) for b in range(1, 17)]
+    assert all(lo < hi for lo, hi in zip(measured, measured[1:])), measured
+    assert measure_forward_flops(model, None, batch=2) == measured[-1]
 
 
 def test_multipatch_runs_both_patchifiers():
