@@ -56,39 +56,51 @@ def test_random_dropping_is_reproducible_with_a_generator():
     ("ELIT-DiT-S/2", {"pos_embed": "learned"}),
 ])
 def test_one_backward_reaches_every_parameter(name, kw):
+    # catches: a parameter no forward path uses (an unused Read/Write sublayer, a latent embedding never read)
     model = randomize(tiny(name, **kw))
     x, t, y = batch(model)
     model(x, t, y).square().mean().backward()
     orphans = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    if "MultiPatch" not in name:
-        assert orphans == []
+    assert orphans == []
 
 
-def test_write_attends_only_to_kept_latents():
-    """The Write of a budget-J~ pass equals a Write over all J latents with the tail masked out."""
-    model = randomize(tiny("ELIT-DiT-S/2", group_size=4)).eval()
-    interface = model.interface
-    grid = Grid((8, 8))
-    s = torch.randn(2, 64, 64)
-    kept = torch.randn(2, 4 * 5, 64)  # 4 groups x 5 kept latents
-    from elit_bench.models.layout import LatentSet
-    layout = LatentSet(Grid((2, 2), (4, 4)), 5)
-    ours = interface.write_latents(s, kept, grid, layout)
-    # reference: give the Write 16 latents per group, the 11 extra ones masked away by -inf scores
-    attn = interface.write.layers[0]
-    padded = torch.cat([kept.view(8, 5, 64), torch.randn(8, 11, 64)], dim=1)
-    q_in = interface.write.norm(to_groups(s, grid, (4, 4)))
-    kv_in = interface.write.source_norm(padded)
-    heads = lambda z: z.unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(1, 2)
-    q = attn.q_norm(heads(attn.q(q_in)))
-    k, v = (heads(z) for z in attn.kv(kv_in).chunk(2, dim=-1))
-    k = attn.k_norm(k)
-    mask = torch.zeros(16, dtype=torch.bool)
-    mask[:5] = True
-    ref = attn.proj(F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None]).transpose(1, 2).flatten(2))
-    h = to_groups(s, grid, (4, 4)) + ref
-    h = h + interface.write.layers[1](interface.write.norm(h))
-    torch.testing.assert_close(ours, from_groups(h, grid, (4, 4)), rtol=1e-5, atol=1e-5)
+def test_multipatch_leaves_only_the_other_patchifier_without_gradient():
+    """(Replaces a dead `"MultiPatch" not in name` branch: no case above was a multi-patch model.)"""
+    # catches: a multi-patch model whose patchifiers share weights, or whose trunk skips one patchifier's path
+    model = randomize(tiny("MultiPatch-DiT-S/2"))
+    x, t, y = batch(model)
+    orphans = {}
+    for p in model.patch_options:
+        model.zero_grad(set_to_none=True)
+        model(x, t, y, patch_size=p).square().mean().backward()
+        orphans[p] = {n for n, q in model.named_parameters() if q.grad is None or not q.grad.abs().sum() > 0}
+    small, large = model.patch_options
+    assert orphans[small] and orphans[large] and not orphans[small] & orphans[large]
+    # what one patchifier leaves untouched is exactly what the other one owns
+    owned = {n for n, _ in model.named_parameters()} - orphans[small] - orphans[large]
+    assert len(owned) > len(orphans[small]) + len(orphans[large])  # the shared trunk is most of the model
+
+
+@pytest.mark.parametrize("name", ["ELIT-DiT-S/2", "ELIT-UViT-S/2"])
+def test_core_and_write_see_only_the_kept_latents(name):
+    """Paper Sec. 3.4: "In every Read/Write and latent-core block, keep only the first J~ latents of each group"."""
+    # catches: a Write (or a core block) that still gets all J latents per group at a budget J~ < J, e.g. dropped
+    # latents restored before the Write as the released code does
+    model = randomize(tiny(name, group_size=4)).eval()  # 4 groups, J = 16
+    x, t, y = batch(model)
+    seen = {}
+    hooks = [model.interface.write.register_forward_pre_hook(lambda m, args: seen.__setitem__("write", args[1].shape))]
+    b_in, b_core, _ = model.blocks
+    for i in (b_in, b_in + b_core - 1):  # first and last core block
+        hooks.append(model.backbone.blocks[i].register_forward_pre_hook(
+            lambda m, args, i=i: seen.__setitem__(i, args[0].shape)))
+    for budget in (1, 5, 16):
+        with torch.no_grad():
+            model(x, t, y, budget=budget)
+        assert seen["write"][:2] == (len(x) * 4, budget), budget  # (B * G, J~) keys and values per group
+        assert seen[b_in][1] == seen[b_in + b_core - 1][1] == 4 * budget, budget  # G * J~ tokens in the core
+    for h in hooks:
+        h.remove()
 
 
 def test_grouped_cross_attention_equals_block_masked_full_attention():
