@@ -13,6 +13,7 @@ checked where the model is built, on the meta device, before any work.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import typing
 from typing import Annotated, Any, Literal
@@ -105,6 +106,21 @@ class SampleSettings(_Strict):
     @classmethod
     def _budget(cls, value):
         return _check_budget(value)
+
+    def recipe(self, max_budget: int | None):
+        """The `sampling.generate.Recipe` these settings describe, "N%" budgets turned into latents of J."""
+        from elit_bench.sampling.generate import Recipe
+
+        kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(Recipe)}
+        for key in ("budget", "guide_budget"):
+            value = kwargs[key]
+            if isinstance(value, str):
+                if max_budget is None:
+                    raise UserError(f"sample.{key} {value!r} is a share of J and needs an ELIT model")
+                kwargs[key] = max(1, round(max_budget * float(value[:-1]) / 100))
+        for key in ("interval", "class_labels"):
+            kwargs[key] = tuple(kwargs[key]) if kwargs[key] is not None else None
+        return Recipe(**kwargs)
 
 
 class EvaluatorOptions(_Strict):

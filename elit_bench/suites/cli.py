@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
-
-import torch
 
 from elit_bench.errors import UserError
 
@@ -20,14 +19,22 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="run a named suite (resumable: run the same command again to continue)")
     _suite_args(p)
     p.add_argument("--launcher", default="local", help="local | torchrun | slurm")
-    p.add_argument("--nproc", type=int, help="torchrun: processes (GPUs) per run")
+    p.add_argument("--nproc", type=_positive, help="torchrun: processes (GPUs) per node and run")
+    p.add_argument("--nodes", type=_positive, default=1,
+                   help="torchrun / slurm: nodes per run (torchrun: start the same command on every node)")
+    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="torchrun with --nodes > 1: rendezvous endpoint, a host every node reaches")
     p.add_argument("--partition", help="slurm: partition")
-    p.add_argument("--gpus", type=int, default=0, help="slurm: GPUs per job")
-    p.add_argument("--timeout-min", type=int, default=60, help="slurm: job time limit; jobs requeue and resume")
-    p.add_argument("--cpus", type=int, default=2, help="slurm: CPUs per job")
-    p.add_argument("--dry-run", action="store_true", help="print the plan with TF per iteration and total FLOPs")
+    p.add_argument("--gpus", type=_non_negative, default=0,
+                   help="slurm: GPUs per node; one task (process) per GPU, DDP across them")
+    p.add_argument("--tasks-per-node", type=_positive,
+                   help="slurm: processes per node (default: --gpus, or 1 on CPU nodes; CPU tasks use gloo)")
+    p.add_argument("--timeout-min", type=_positive, default=60, help="slurm: job time limit; jobs requeue and resume")
+    p.add_argument("--cpus", type=_positive, default=2, help="slurm: CPUs per task")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate every run and print the plan: TF per iteration, total FLOPs, batch and steps ratios")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (also: -q)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="which runs of a suite are done, running or missing")
@@ -43,11 +50,24 @@ def _suite_args(p) -> None:
                    help="override, e.g. train.steps=200, sample.batch=16, var.IMAGENET256=/data/in256 (repeatable)")
 
 
-def parse_sets(items: list[str]) -> tuple[dict, dict]:
-    """`--set` items -> (config overrides, variables)."""
-    import yaml
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
 
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def parse_sets(items: list[str]) -> tuple[dict, dict]:
+    """`--set` items -> (config overrides, variables); the keys are checked when the suite expands."""
     from elit_bench.suites.spec import set_dotted
+    from elit_bench.training.config import parse_yaml
 
     overrides, variables = {}, {}
     for item in items:
@@ -59,7 +79,7 @@ def parse_sets(items: list[str]) -> tuple[dict, dict]:
             continue
         if key.split(".")[0] not in ("train", "sample", "metrics"):
             raise UserError(f"--set {item!r}: keys start with train., sample., metrics. or var.")
-        set_dotted(overrides, key, yaml.safe_load(raw))
+        set_dotted(overrides, key, parse_yaml(raw, f"the value of --set {item!r}"))
     return overrides, variables
 
 
@@ -90,29 +110,36 @@ def cmd_suites(args) -> int:
 
 
 def plan_run(run) -> dict:
-    """TF per iteration and total FLOPs of one run, from the analytic model (no data needed)."""
-    from elit_bench.data import EMBEDDED, describe_data, model_input_kwargs
-    from elit_bench.models import create_model
-    from elit_bench.suites.runner import expected_train_tflops
-    from elit_bench.training.config import DATA_DEFAULTS, DEFAULTS
+    """TF per iteration, total FLOPs and ratios to the other runs of one run, from the analytic model (no data)."""
+    from elit_bench.suites.spec import run_model
+    from elit_bench.training.config import expected_train_tflops
 
     if run.compute:
         return {"run": run.id, "label": run.label, "model": run.compute.get("model", "-"), "compute": run.compute,
                 "batch": "-", "steps": "-", "train_tflops_per_iter": 0.0, "train_total_pflops": 0.0, "evals": 0,
                 "samples": 0}
-    data = run.train.get("data", DEFAULTS["data"])
-    cfg = {**DEFAULTS, **DATA_DEFAULTS.get(data if isinstance(data, str) else "", {}), **run.train}
-    kwargs = dict(cfg.get("model_kwargs") or {})
-    if isinstance(data, str) and data in EMBEDDED:
-        kwargs = {**model_input_kwargs(describe_data(data, cfg["resolution"])), **kwargs}
-    with torch.device("meta"):
-        model = create_model(cfg["model"], resolution=cfg.get("resolution") or 256, **kwargs)
+    model, cfg = run_model(run.train)
     tf = expected_train_tflops(model, cfg)
     samples = sum(int(e.metrics.get("num_samples", 64)) for e in run.evals)
-    return {"run": run.id, "label": run.label, "model": cfg["model"], "batch": cfg["batch"], "steps": cfg["steps"],
-            "budget_range": cfg.get("budget_range") or ("1:J" if cfg.get("multi_budget") else "full"),
+    return {"run": run.id, "label": run.label, "model": cfg["model"], "seed": cfg["seed"], "batch": cfg["batch"],
+            "steps": cfg["steps"], "budget_range": cfg.get("budget_range") or ("1:J" if cfg.get("multi_budget") else "full"),
             "train_tflops_per_iter": tf, "train_total_pflops": tf * cfg["steps"] / 1e3,
-            "evals": len(run.evals), "samples": samples}
+            "evals": len(run.evals), "samples": samples, "ratios": run.ratios}
+
+
+def _ratio_text(ratios: dict | None) -> str:
+    """'batch 1.5x (paper 1.5x), steps 1x' against the reference run; unmatched keys say why."""
+    if not ratios:
+        return ""
+    parts = []
+    for key in ("batch", "steps"):
+        text = f"{key} {ratios[key]:.3g}x"
+        if f"paper_{key}" in ratios:
+            text += f" (paper {ratios[f'paper_{key}']:.3g}x)"
+        if key in ratios["unmatched"]:
+            text += f" [{ratios['unmatched'][key]}]"
+        parts.append(text)
+    return f"vs {ratios['reference']}: " + ", ".join(parts)
 
 
 def cmd_run(args) -> int:
@@ -132,11 +159,12 @@ def cmd_run(args) -> int:
                 continue
             print(f"  {p['run']:<40} {p['model']:<16} batch {p['batch']:<4} steps {p['steps']:<7} "
                   f"TF/iter {p['train_tflops_per_iter']:<10.4g} total {p['train_total_pflops']:<9.4g} PFLOPs  "
-                  f"{p['evals']} eval(s), {p['samples']} samples")
+                  f"{p['evals']} eval(s), {p['samples']} samples  {_ratio_text(p['ratios'])}")
         return 0
-    launcher = make_launcher(args.launcher, nproc=args.nproc, partition=args.partition, gpus=args.gpus,
+    launcher = make_launcher(args.launcher, nproc=args.nproc, nodes=args.nodes, rdzv_endpoint=args.rdzv_endpoint,
+                             partition=args.partition, gpus=args.gpus, tasks_per_node=args.tasks_per_node,
                              timeout_min=args.timeout_min, cpus=args.cpus)
-    code = run_all(runs, args.out, launcher, progress=not args.no_progress)
+    code = run_all(runs, args.out, launcher, progress=not (args.no_progress or args.quiet))
     if code == 0 and runs:
         from elit_bench.results.report import write_report
 

@@ -3,41 +3,43 @@
 Layout under `OUT/<suite>/<scale>/<run id>/`:
 
     run.json            resolved run spec, config hash, provenance (written first)
-    train/              the training run (config.yaml, checkpoints/last.pt, tb/)
-    evals/<eval id>/    the sample set (samples.npz, samples.json)
-    records/<eval id>.json   one result record per evaluation
-    DONE                written last, listing the evaluations it covers
+    train/              the training run (config.yaml, checkpoints/last.pt, tb/: training scalars,
+                        evaluation metrics and sample grids)
+    evals/<eval id>/step-<N>/   the sample set drawn from the checkpoint of step N (samples.npz, samples.json)
+    records/<eval id>.json      one result record per evaluation, naming its checkpoint step (`train_step`)
+    records/superseded/         records of earlier checkpoints, kept when more training re-evaluates
+    DONE                written last: the evaluations and the training step it covers
 
 Re-running the same command resumes: a run whose DONE covers all its
-evaluations is skipped, training continues from its checkpoint, sample sets
-complete their missing seeds, and finished records are kept.
+evaluations at its `train.steps` is skipped, training continues from its
+checkpoint (also after `train.steps` was raised: the run id does not depend
+on it), sample sets complete their missing seeds, and records of the current
+checkpoint are kept.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import platform
-import subprocess
-import sys
 import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from elit_bench import __version__
 from elit_bench.checkpoint import atomic_write
 from elit_bench.errors import UserError
+from elit_bench.provenance import provenance
 from elit_bench.sampling.generate import write_npz
+from elit_bench.schema import MetricsSettings, SampleSettings
 from elit_bench.suites.spec import EvalSpec, RunSpec
+from elit_bench.training.config import expected_train_tflops, fill_defaults
+
+log = logging.getLogger(__name__)
 
 DONE, RUN_JSON, RECORDS, EVALS = "DONE", "run.json", "records", "evals"
-SAMPLE_KEYS = ("steps", "sampler", "shift", "guidance", "scale", "budget", "guide_budget", "schedule", "interval",
-               "teacache", "patch_size", "class_labels")
-
 
 def run_dir(out, run: RunSpec) -> Path:
     return Path(out) / run.suite / run.scale / run.id
@@ -48,56 +50,17 @@ def write_json(path: Path, obj) -> None:
 
 
 def is_done(out, run: RunSpec) -> bool:
+    """DONE covers every evaluation of the run, at (or past) the run's `train.steps`."""
     marker = run_dir(out, run) / DONE
     if not marker.is_file():
         return False
     try:
-        covered = set(json.loads(marker.read_text())["evals"])
-    except (ValueError, KeyError):
+        done = json.loads(marker.read_text())
+        covered, step = set(done["evals"]), done.get("step")
+    except (ValueError, KeyError, TypeError):
         return False
-    return {e.id for e in run.evals} <= covered
-
-
-def code_version() -> str:
-    """Package version plus the git commit of the checkout, when there is one ("-dirty": uncommitted edits)."""
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
-                                text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{__version__}+{commit}" if commit else __version__
-
-
-def provenance() -> dict:
-    import numpy
-    import pandas
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-                "pandas": pandas.__version__}
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})"
-    return {"code_version": code_version(), "versions": versions, "device": device, "host": platform.node()}
-
-
-def resolve_budget(value, max_budget):
-    """Budgets in suites: an int, None (full) or "N%" of J (so one suite serves every scale)."""
-    if isinstance(value, str) and value.endswith("%"):
-        if max_budget is None:
-            raise UserError(f"budget {value!r} needs an ELIT model")
-        return max(1, round(max_budget * float(value[:-1]) / 100))
-    return value
-
-
-def recipe_for(sample: dict, max_budget):
-    from elit_bench.sampling.generate import Recipe
-
-    kwargs = {k: sample[k] for k in SAMPLE_KEYS if k in sample}
-    for key in ("budget", "guide_budget"):
-        if key in kwargs:
-            kwargs[key] = resolve_budget(kwargs[key], max_budget)
-    if isinstance(kwargs.get("interval"), list):
-        kwargs["interval"] = tuple(kwargs["interval"])
-    if isinstance(kwargs.get("class_labels"), list):
-        kwargs["class_labels"] = tuple(kwargs["class_labels"])
-    return Recipe(**kwargs)
+    steps = fill_defaults(run.train)["steps"] if not run.compute else None
+    return {e.id for e in run.evals} <= covered and (steps is None or (step or 0) >= steps)
 
 
 def digits_reference(out: Path, resolution: int, video: bool = False) -> Path:
@@ -112,39 +75,39 @@ def digits_reference(out: Path, resolution: int, video: bool = False) -> Path:
     return path
 
 
-def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, progress: bool) -> dict:
-    """Sample the evaluation's set and compute its metrics -> the result record."""
+def checkpoint_for(rdir: Path, ev: EvalSpec, last_step: int) -> tuple[Path, int]:
+    """(checkpoint file, its step): a snapshot (`sample.checkpoint_step`, convergence curves) or the last one."""
+    step = ev.sample.get("checkpoint_step")
+    ckpts = rdir / "train" / "checkpoints"
+    return (ckpts / f"step_{int(step):07d}.pt", int(step)) if step else (ckpts / "last.pt", last_step)
+
+
+def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: int, progress: bool) -> dict:
+    """Sample the evaluation's set from the checkpoint of `step` and compute its metrics -> the result record."""
     from elit_bench.flops import forward_flops
     from elit_bench.metrics import compute_metrics
     from elit_bench.sampling.generate import generate, seed_list
+    from elit_bench.training.config import build_meta_model
 
-    step = ev.sample.get("checkpoint_step")  # a snapshot (train.snapshot_every) for convergence curves
-    ckpt = rdir / "train" / "checkpoints" / (f"step_{int(step):07d}.pt" if step else "last.pt")
-    metrics = dict(ev.metrics)
-    num = int(metrics.pop("num_samples", 64))
-    with torch.device("meta"):
-        from elit_bench.models import create_model
-        model = create_model(train_config["model"], **train_config["model_kwargs"])
-    recipe = recipe_for(ev.sample, model.max_budget)
-    edir = rdir / EVALS / ev.id
-    sample_record = generate(ckpt, edir, seed_list(num), recipe, ema=ev.sample.get("ema", True),
-                             batch=int(ev.sample.get("batch", 64)), grid=True,
-                             progress=progress)
-    real = metrics.pop("real", None)
+    ckpt, step = checkpoint_for(rdir, ev, step)
+    sample, metrics = SampleSettings(**ev.sample), MetricsSettings(**ev.metrics)  # validated when the suite expanded
+    model = build_meta_model(train_config)
+    edir = rdir / EVALS / ev.id / f"step-{step}"
+    sample_record = generate(ckpt, edir, seed_list(metrics.num_samples), sample.recipe(model.max_budget),
+                             ema=sample.ema, batch=sample.batch, grid=True, progress=progress)
+    real = metrics.real
     if real == "digits":
         data = train_config["data"]
         real = digits_reference(rdir.parents[2] / "_shared", data["resolution"], data["name"] == "moving-digits")
-    names = metrics.pop("names", ["fid"])
-    scores = compute_metrics(edir / "samples.npz", real, names, **(metrics.pop("options", None) or {}))
-    if metrics:
-        raise UserError(f"unknown metrics setting(s) {sorted(metrics)} in evaluation {ev.label!r}")
+    options = metrics.options.model_dump(exclude_none=True) if metrics.options else {}
+    scores = compute_metrics(edir / "samples.npz", real, metrics.names, progress=progress, **options)
     score_provenance, score_intervals = scores.pop("provenance", {}), scores.pop("intervals", {})
     return {
         "suite": run.suite, "scale": run.scale, "run_id": run.id, "run_label": run.label, "paper_row": run.paper_row,
         "paper_setting": run.paper_setting, "eval_id": ev.id, "eval_label": ev.label,
         "paper_guidance": ev.paper_guidance, "series": ev.series,
         "model": train_config["model"], "train_step": sample_record.get("checkpoint_step"),
-        "metrics": scores, "intervals": score_intervals, "num_samples": num,
+        "metrics": scores, "intervals": score_intervals, "num_samples": metrics.num_samples,
         "sample": {k: sample_record.get(k) for k in ("steps", "sampler", "guidance", "scale", "budget",
                                                      "guide_budget", "schedule", "teacache", "teacache_skipped")},
         "flops": {"sample_flops_per_sample": sample_record["flops_per_sample"],
@@ -158,15 +121,23 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, progres
     }
 
 
-def expected_train_tflops(model, train_config: dict) -> float:
-    """Training TFLOPs of one iteration in expectation over the variants (budget, patch) drawn uniformly."""
-    from elit_bench.flops import forward_flops, train_tflops
-    from elit_bench.training.config import training_variants, variant_batches
+def track_evaluation(rdir: Path, train_config: dict, ev: EvalSpec, record: dict) -> None:
+    """The record's metrics and its sample grid into the run's TensorBoard (and W&B), at the checkpoint's step."""
+    from PIL import Image
 
-    variants = training_variants(model, train_config)
-    batches = variant_batches(model, variants, train_config["batch"], train_config["batch_mode"])
-    return sum(train_tflops(forward_flops(model, b, patch_size=p), n)
-               for (b, p), n in zip(variants, batches)) / len(variants)
+    from elit_bench.sampling.generate import GRID
+    from elit_bench.tracking import Tracker
+
+    step = record["train_step"]
+    tracker = Tracker(rdir / "train", train_config["logger"], train_config)
+    try:
+        tracker.scalars({f"eval/{ev.label}/{name}": float(value) for name, value in record["metrics"].items()
+                         if isinstance(value, (int, float))}, step)
+        grid = rdir / EVALS / ev.id / f"step-{step}" / GRID
+        if grid.is_file():
+            tracker.image(f"eval/{ev.label}/samples", np.asarray(Image.open(grid).convert("RGB")), step)
+    finally:
+        tracker.close()
 
 
 def training_flops(train_config: dict) -> dict:
@@ -178,7 +149,7 @@ def training_flops(train_config: dict) -> dict:
 
 
 def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
-    """Train, evaluate and mark one run done; safe to call again after any interruption."""
+    """Train (or continue), evaluate and mark one run done; safe to call again after any interruption."""
     from elit_bench.metrics.floor import write_real_data_record
     from elit_bench.training import train
     from elit_bench.training.config import resolve_config
@@ -186,26 +157,34 @@ def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
     rdir = run_dir(out, run)
     if is_done(out, run):
         return rdir
-    main = os.environ.get("RANK", "0") == "0"  # under torchrun every rank works, rank 0 writes
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun / SLURM tasks every rank works, rank 0 writes
     if run.compute:
         return execute_compute(run, rdir) if main else rdir
     config = dict(run.train, out=str(rdir / "train"), progress=progress)
     resolved = resolve_config(config)
-    if main and not (rdir / RUN_JSON).is_file():
+    if main:  # rewritten when the run is continued with more steps
         write_json(rdir / RUN_JSON, {"suite": run.suite, "scale": run.scale, "run_id": run.id, "label": run.label,
                                      "config_hash": run.config_hash, "train": run.train, "resolved": resolved,
                                      "evals": [asdict(e) | {"id": e.id} for e in run.evals], **provenance()})
-    train(config)
+    last_step = train(config)["step"]
     for ev in run.evals:
         record_path = rdir / RECORDS / f"{ev.id}.json"
-        if not record_path.is_file():
-            record = evaluate(run, ev, rdir, resolved, progress)
+        step = checkpoint_for(rdir, ev, last_step)[1]
+        old = json.loads(record_path.read_text()) if record_path.is_file() else None
+        if old is None or old.get("train_step") != step:
+            if old is not None and main:  # trained further since: keep the earlier record beside, evaluate again
+                superseded = rdir / RECORDS / "superseded" / f"{ev.id}-step-{old.get('train_step')}.json"
+                superseded.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(record_path, superseded)
+            record = evaluate(run, ev, rdir, resolved, last_step, progress)
             if main:
                 write_json(record_path, record)
+                track_evaluation(rdir, resolved, ev, record)
         if main:  # the suite's `real data` record for this sample count, unless it is there already
             write_real_data_record(rdir.parent, json.loads(record_path.read_text()))
     if main:
-        write_json(rdir / DONE, {"evals": [e.id for e in run.evals], "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_json(rdir / DONE, {"evals": [e.id for e in run.evals], "step": last_step,
+                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return rdir
 
 
@@ -227,15 +206,16 @@ def execute_compute(run: RunSpec, rdir: Path) -> Path:
 def run_all(runs: list[RunSpec], out, launcher, progress: bool = True) -> int:
     """Run every run through `launcher`; one failure does not stop the others. Returns the exit code."""
     pending = [r for r in runs if not is_done(out, r)]
-    print(f"{len(runs)} run(s), {len(runs) - len(pending)} already done, {len(pending)} to do "
-          f"(launcher: {launcher.name})", flush=True)
+    log.info("%d run(s), %d already done, %d to do (launcher: %s)", len(runs), len(runs) - len(pending),
+             len(pending), launcher.name)
     failures = launcher.run(pending, out, progress)
     for run, error in failures:
-        print(f"FAILED {run.id}: {error}", file=sys.stderr)
+        log.error("FAILED %s: %s", run.id, error)
     if failures:
-        print(f"{len(failures)} of {len(pending)} run(s) failed; rerun the same command to retry them", file=sys.stderr)
+        log.error("%d of %d run(s) failed; rerun the same command to retry them", len(failures), len(pending))
         return 1
-    print(f"all {len(runs)} run(s) done under {Path(out) / runs[0].suite / runs[0].scale}" if runs else "nothing to run")
+    log.info(f"all {len(runs)} run(s) done under {Path(out) / runs[0].suite / runs[0].scale}" if runs
+             else "nothing to run")
     return 0
 
 

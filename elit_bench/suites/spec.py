@@ -31,6 +31,7 @@ id is a readable label plus the hash of the run's canonical resolved config.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -39,14 +40,26 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+import torch
 
 from elit_bench.errors import UserError, choices_error
+from elit_bench.schema import MetricsSettings, SampleSettings, check
+from elit_bench.training.config import (
+    DEFAULTS,
+    build_meta_model,
+    expected_train_tflops,
+    fill_defaults,
+    identity_hash,
+    parse_yaml,
+    resolve_config,
+    training_budgets,
+)
 
 SCALES = ("paper", "proxy", "smoke")
 SUITE_KEYS = {"name", "title", "paper", "report", "variables", "base", "runs", "evals", "scales", "leaderboard"}
 SECTION_KEYS = {"train", "sample", "metrics", "compute"}
-RUN_KEYS = {"label", "paper_row", "paper_setting", "matrix", "train", "sample", "metrics", "compute"}
+RUN_KEYS = {"label", "paper_row", "paper_setting", "matrix", "seeds", "unmatched", "train", "sample", "metrics",
+            "compute"}
 EVAL_KEYS = {"label", "paper_guidance", "series", "matrix", "only", "sample", "metrics"}
 SCALE_KEYS = SECTION_KEYS | {"size", "runs", "evals"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -121,7 +134,10 @@ class EvalSpec:
 
     @property
     def id(self) -> str:
-        return f"{slug(self.label)}-{canonical_hash({'sample': self.sample, 'metrics': self.metrics}, 8)}"
+        """Label plus the hash of the normalised settings: keys left at their defaults do not change it."""
+        settings = {"sample": SampleSettings(**self.sample).model_dump(exclude_defaults=True),
+                    "metrics": MetricsSettings(**self.metrics).model_dump(exclude_defaults=True)}
+        return f"{slug(self.label)}-{canonical_hash(settings, 8)}"
 
 
 @dataclass
@@ -136,10 +152,16 @@ class RunSpec:
     evals: list[EvalSpec] = field(default_factory=list)
     paper_setting: str | None = None
     compute: dict | None = None
+    # batch / steps whose ratio to other runs may change between scales, and why (`unmatched:` or a match)
+    unmatched: dict = field(default_factory=dict)
+    # batch and steps over a reference run's, here and at paper scale (`ratio_table`)
+    ratios: dict | None = None
 
     @property
     def config_hash(self) -> str:
-        return canonical_hash(self.compute if self.compute else self.train)
+        """The compute spec, or the training identity: model, data, optimisation, seed (not steps: raising them
+        continues the run)."""
+        return canonical_hash(self.compute) if self.compute else identity_hash(self.train)
 
     @property
     def id(self) -> str:
@@ -167,21 +189,42 @@ class Suite:
 
     def runs(self, scale: str, overrides: dict | None = None, variables: dict | None = None,
              strict_variables: bool = True) -> list[RunSpec]:
-        """Expand the suite at `scale` into runs; `overrides` deep-merge last (`--set`)."""
+        """Expand the suite at `scale` into validated runs; `overrides` deep-merge last (`--set`).
+
+        Every run and evaluation is checked against the schema and its model (on the meta device) and the
+        batch / steps ratios between runs against the paper scale's, so that an invalid suite fails here,
+        before anything is written, trained or submitted.
+        """
+        values = {**{k: os.environ[k] for k in self.variables if k in os.environ}, **(variables or {})}
+        runs = self._expand(scale, overrides, values, strict_variables)
+        for run in runs:
+            validate_run(run)
+        ids = [r.id for r in runs]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise UserError(f"suite {self.name!r} at scale {scale!r} defines the same run twice: {dupes}")
+        paper = runs if scale == "paper" or "paper" not in self.raw["scales"] else \
+            self._expand("paper", None, values, False)
+        table = ratio_table(runs, paper)
+        for run in runs:
+            run.ratios = table.get(run.id)
+        check_ratios(runs, f"suite {self.name!r} at scale {scale!r}")
+        return runs
+
+    def _expand(self, scale: str, overrides: dict | None, values: dict, strict: bool) -> list[RunSpec]:
         scales = self.raw.get("scales") or {}
         if scale not in scales:
             raise choices_error(f"scale of suite {self.name!r}", scale, list(scales))
         chosen = scales[scale] or {}
         base = deep_merge(self.raw.get("base") or {}, {k: v for k, v in chosen.items() if k in SECTION_KEYS})
         base = deep_merge(base, overrides or {})
-        values = {**{k: os.environ[k] for k in self.variables if k in os.environ}, **(variables or {})}
         evals = [e for entry in (chosen.get("evals") or self.raw.get("evals") or [{"label": "eval"}])
                  for e in expand_matrix(entry)]
         runs = []
         for entry in (chosen.get("runs") or self.raw["runs"]):
-            for run in expand_matrix(entry):
-                train = _substitute(deep_merge(base.get("train") or {}, run.get("train") or {}), values,
-                                    strict_variables, self.name)
+            for run in (r for item in expand_matrix(entry) for r in expand_seeds(item)):
+                train = _substitute(deep_merge(base.get("train") or {}, run.get("train") or {}), values, strict,
+                                    self.name)
                 if chosen.get("size"):
                     train["model"] = resize_model(train.get("model"), chosen["size"])
                 if run.get("compute"):
@@ -189,25 +232,177 @@ class Suite:
                     runs.append(RunSpec(self.name, scale, str(run.get("label") or compute.get("model")),
                                         run.get("paper_row"), {}, [], run.get("paper_setting"), compute))
                     continue
-                if not train.get("model"):
-                    raise UserError(f"suite {self.name!r}: run {run.get('label')!r} names no train.model")
-                spec = RunSpec(self.name, scale, str(run.get("label") or train["model"]), run.get("paper_row"), train,
-                               paper_setting=run.get("paper_setting"))
+                spec = RunSpec(self.name, scale, str(run.get("label") or train.get("model")), run.get("paper_row"),
+                               train, paper_setting=run.get("paper_setting"), unmatched=dict(run.get("unmatched") or {}))
                 for ev in evals:
                     if ev.get("only") and spec.label not in ev["only"] and run.get("label") not in ev["only"]:
                         continue
-                    sample = _substitute(deep_merge(deep_merge(base.get("sample") or {}, run.get("sample") or {}),
-                                                    ev.get("sample") or {}), values, strict_variables, self.name)
-                    metrics = _substitute(deep_merge(deep_merge(base.get("metrics") or {}, run.get("metrics") or {}),
-                                                     ev.get("metrics") or {}), values, strict_variables, self.name)
+                    sample, metrics = ({**_substitute(deep_merge(deep_merge(base.get(k) or {}, run.get(k) or {}),
+                                                                 ev.get(k) or {}), values, strict, self.name)}
+                                       for k in ("sample", "metrics"))
                     spec.evals.append(EvalSpec(str(ev.get("label") or "eval"), ev.get("paper_guidance"), sample, metrics,
                                                ev.get("series")))
                 runs.append(spec)
-        ids = [r.id for r in runs]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise UserError(f"suite {self.name!r} at scale {scale!r} defines the same run twice: {dupes}")
+        resolve_relative(runs, base.get("train") or {}, f"suite {self.name!r} at scale {scale!r}")
         return runs
+
+
+def expand_seeds(entry: dict) -> list[dict]:
+    """`seeds: [0, 1, 2]` -> one run per seed (`train.seed`), same label: own id, checkpoint and records."""
+    seeds = entry.get("seeds")
+    if seeds is None:
+        return [entry]
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise UserError(f"run {entry.get('label')!r}: seeds must be a list of distinct integers >= 0, e.g. [0, 1, 2], "
+                        f"got {seeds!r}")
+    out = []
+    for seed in seeds:
+        item = {k: copy.deepcopy(v) for k, v in entry.items() if k != "seeds"}
+        set_dotted(item, "train.seed", seed)
+        out.append(item)
+    return out
+
+
+# ---------------------------------------------------------------- batch and steps relative to the scale or a run
+RATIO_KEYS = ("batch", "steps")
+RATIO_TOLERANCE = 0.02  # integer rounding of a factor times a small batch
+
+
+def resolve_relative(runs: list[RunSpec], base_train: dict, where: str) -> None:
+    """Turn relative `batch` / `steps` of the runs into numbers, in place.
+
+    `{times: F}`: F times the scale's value (`base.train` at this scale, else the default), so the ratio to the
+    other runs is the same at every scale. `{match_flops: LABEL}`: the batch that gives run LABEL's training
+    FLOPs per iteration (or the steps that give its total training FLOPs) with this run's model at this scale;
+    such a value's ratio to other runs follows the models, so it is exempt from the ratio check.
+    """
+    trained = [r for r in runs if not r.compute]
+    for run in trained:
+        for key in RATIO_KEYS:
+            spec = run.train.get(key)
+            if not isinstance(spec, dict):
+                continue
+            bad = set(spec) - {"times", "match_flops"}
+            if bad or len(spec) != 1:
+                raise UserError(f"{where}: run {run.label!r}: train.{key} must be a number, {{times: FACTOR}} or "
+                                f"{{match_flops: RUN LABEL}}, got {spec!r}")
+            if "times" in spec:
+                factor = spec["times"]
+                if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+                    raise UserError(f"{where}: run {run.label!r}: train.{key}.times must be a positive number, "
+                                    f"got {factor!r}")
+                scale = {k: v for k, v in run.train.items() if k != key}
+                if key in base_train:
+                    scale[key] = base_train[key]
+                run.train[key] = max(1, round(factor * fill_defaults(scale, "train", f"{where}: ")[key]))
+    by_label = {r.label: r for r in trained}
+    for run in trained:
+        for key in RATIO_KEYS:  # batch first: matching steps needs this run's batch
+            spec = run.train.get(key)
+            if not isinstance(spec, dict):
+                continue
+            ref = by_label.get(spec["match_flops"])
+            if ref is None or ref is run or isinstance(ref.train.get(key), dict):
+                raise UserError(f"{where}: run {run.label!r}: train.{key}.match_flops names {spec['match_flops']!r}, "
+                                f"which must be another run with a number or {{times: F}} there; runs: "
+                                f"{', '.join(by_label)}")
+            ref_tf = expected_train_tflops(*run_model(ref.train))
+            ref_cfg = fill_defaults(ref.train)
+            probe = {**run.train, key: ref_cfg[key]}
+            tf = expected_train_tflops(*run_model(probe))
+            # batch: FLOPs per iteration scale with it; steps (at this run's batch): total FLOPs scale with them
+            run.train[key] = max(1, round(ref_cfg[key] * ref_tf / tf))
+            run.unmatched.setdefault(key, f"matches the training FLOPs of {ref.label!r}")
+
+
+def check_ratios(runs: list[RunSpec], where: str) -> None:
+    """Every pair of runs keeps the batch and steps ratios it has at paper scale, unless marked `unmatched`."""
+    for run in runs:
+        row = run.ratios
+        for key in RATIO_KEYS:
+            if not row or f"paper_{key}" not in row or key in run.unmatched:
+                continue
+            if abs(row[key] / row[f"paper_{key}"] - 1) > RATIO_TOLERANCE:
+                raise UserError(
+                    f"{where}: run {run.label!r} has {row[key]:.3g}x the {key} of {row['reference']!r} but "
+                    f"{row[f'paper_{key}']:.3g}x at paper scale, so their comparison is not matched; state train.{key} "
+                    f"relative to the scale ({{times: {row[f'paper_{key}']:.3g}}}) or to a run ({{match_flops: LABEL}}), "
+                    f"or mark it intended (unmatched: {{{key}: why}})")
+
+
+def ratio_table(runs: list[RunSpec], paper: list[RunSpec]) -> dict[str, dict]:
+    """run id -> its batch and steps over those of a reference run, here and (same labels) at paper scale."""
+    trained = [r for r in runs if not r.compute]
+    at_paper = {r.label: fill_defaults(r.train) for r in paper if not r.compute}
+    common = [r for r in trained if r.label in at_paper]
+    ref = next((r for r in common if not r.unmatched), common[0] if common else None)
+    if ref is None:
+        return {}
+    here = {r.id: fill_defaults(r.train) for r in trained}
+    table = {}
+    for run in trained:
+        row = {"reference": ref.label, "unmatched": dict(run.unmatched)}
+        for key in RATIO_KEYS:
+            row[key] = here[run.id][key] / here[ref.id][key]
+            if run.label in at_paper:
+                row[f"paper_{key}"] = at_paper[run.label][key] / at_paper[ref.label][key]
+        table[run.id] = row
+    return table
+
+
+# ---------------------------------------------------------------- validation
+def run_model(train: dict):
+    """(the run's model on the meta device, its filled config); the data shapes the model when it can be read.
+
+    A latent data set named by a variable that is not set (a dry run) cannot be read: the model then gets the
+    data's usual shape from `resolution` (which must be a multiple of the autoencoder's downsampling).
+    """
+    from elit_bench.models import create_model
+    from elit_bench.models.registry import LATENT_DOWNSAMPLE
+
+    data = train.get("data", DEFAULTS["data"])
+    if isinstance(data, str) and _VAR.search(data):
+        cfg = fill_defaults(train)
+        resolution = cfg["resolution"] or 256
+        if resolution % LATENT_DOWNSAMPLE:
+            raise UserError(f"train.resolution {resolution} is not a multiple of {LATENT_DOWNSAMPLE} (the autoencoder's "
+                            "downsampling)")
+        with torch.device("meta"):
+            model = create_model(cfg["model"], resolution=resolution, **cfg["model_kwargs"])
+        return model, cfg
+    cfg = resolve_config(train, check_out=False)
+    return build_meta_model(cfg), cfg
+
+
+def validate_run(run: RunSpec) -> None:
+    """Schema, model, training budgets and every evaluation's sampling recipe and metrics; UserError otherwise."""
+    from elit_bench.sampling.generate import prepare
+
+    if run.compute:
+        return
+    where = f"suite {run.suite!r} at scale {run.scale!r}, run {run.label!r}: "
+    fill_defaults(run.train, "train", where)
+    try:
+        model, cfg = run_model(run.train)
+        training_budgets(model, cfg)
+    except UserError as exc:
+        raise UserError(f"{where}{exc}") from None
+    for ev in run.evals:
+        at = f"{where[:-2]}, eval {ev.label!r}: "
+        sample = check("sample", SampleSettings, ev.sample, at)
+        check("metrics", MetricsSettings, ev.metrics, at)
+        if sample.checkpoint_step and not (cfg["snapshot_every"] and sample.checkpoint_step % cfg["snapshot_every"] == 0
+                                           and sample.checkpoint_step <= cfg["steps"]):
+            raise UserError(f"{at}sample.checkpoint_step {sample.checkpoint_step} is not a snapshot step: it must be a "
+                            f"multiple of train.snapshot_every ({cfg['snapshot_every']}) up to train.steps "
+                            f"({cfg['steps']})")
+        try:
+            recipe = sample.recipe(getattr(model, "max_budget", None))
+            # TeaCache's skip plan reads the trained timestep embedder: the meta model checks the rest
+            prepare(model, dataclasses.replace(recipe, teacache=None))
+        except UserError as exc:
+            raise UserError(f"{at}{exc}") from None
 
 
 def resize_model(name: str | None, size: str) -> str | None:
@@ -239,10 +434,7 @@ def load_suite(name_or_path: str) -> Suite:
         path = suites_dir() / f"{name_or_path}.yaml"
         if not path.is_file():
             raise choices_error("suite", name_or_path, list_suites())
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"suite file {str(path)!r} is not valid YAML: {exc}") from exc
+    raw = parse_yaml(path.read_text(), f"suite file {str(path)!r}")
     validate(raw, path)
     return Suite(raw["name"], raw.get("title", raw["name"]), raw, path)
 
@@ -282,3 +474,8 @@ def _check_entry(entry, keys, where) -> None:
     bad = set(entry) - keys
     if bad:
         raise UserError(f"{where} {entry.get('label')!r} has unknown key(s) {sorted(bad)}; valid: {sorted(keys)}")
+    unmatched = entry.get("unmatched")
+    if unmatched is not None and not (isinstance(unmatched, dict) and set(unmatched) <= set(RATIO_KEYS)
+                                      and all(isinstance(v, str) and v for v in unmatched.values())):
+        raise UserError(f"{where} {entry.get('label')!r}: unmatched must map batch and/or steps to the reason their "
+                        f"ratio to the other runs changes with the scale, got {unmatched!r}")

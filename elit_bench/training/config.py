@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import yaml
 from elit_bench.data import describe_data, model_input_kwargs
 from elit_bench.data.digits import DEFAULT_RESOLUTION
 from elit_bench.errors import UserError
-from elit_bench.flops import budget_range, forward_flops
+from elit_bench.flops import budget_range, forward_flops, train_tflops
 from elit_bench.schema import TrainSettings, check
 
 DEFAULTS = TrainSettings().model_dump()  # every key, with its default (elit_bench.schema documents them)
@@ -192,18 +193,47 @@ def check_out_dir(out) -> Path:
     return path
 
 
-def resolve_config(config: dict) -> dict:
-    """Defaults + data description + model kwargs, all validated; raises UserError before any work."""
-    data_spec = config.get("data", DEFAULTS["data"])
+def fill_defaults(config: dict, section: str = "", where: str = "") -> dict:
+    """The config validated against the schema, every key filled (the data's own defaults first)."""
+    data_spec = config.get("data", DEFAULTS["data"]) if isinstance(config, dict) else None
     data_name = data_spec.get("name") if isinstance(data_spec, dict) else data_spec
-    cfg = check("", TrainSettings, {**DATA_DEFAULTS.get(data_name, {}), **config}).model_dump()
+    defaults = DATA_DEFAULTS.get(data_name, {}) if isinstance(data_name, str) else {}
+    cfg = check(section, TrainSettings, {**defaults, **config} if isinstance(config, dict) else config, where)
+    cfg = cfg.model_dump()
     if not cfg["model"]:
-        raise UserError("no model given: pass --model NAME (e.g. --model ELIT-DiT-S/2; `elit-bench models` lists them)")
-    cfg["data"] = describe_data(data_spec, cfg["resolution"])
+        raise UserError(f"{where}no model given: pass --model NAME (e.g. --model ELIT-DiT-S/2; `elit-bench models` "
+                        "lists them)")
+    return cfg
+
+
+def identity_hash(config: dict, length: int = 10) -> str:
+    """Hash of what the run trains (model, data, optimisation, seed), never of run-control keys like `steps`."""
+    return hashlib.sha256(json.dumps(identity(fill_defaults(config)), sort_keys=True, default=str).encode()
+                          ).hexdigest()[:length]
+
+
+def expected_train_tflops(model, cfg: dict) -> float:
+    """Training TFLOPs of one iteration in expectation over the variants (budget, patch) drawn uniformly."""
+    variants = training_variants(model, cfg)
+    batches = variant_batches(model, variants, cfg["batch"], cfg["batch_mode"])
+    return sum(train_tflops(forward_flops(model, b, patch_size=p), n)
+               for (b, p), n in zip(variants, batches)) / len(variants)
+
+
+def resolve_config(config: dict, check_out: bool = True) -> dict:
+    """Defaults + data description + model kwargs, all validated; raises UserError before any work.
+
+    check_out=False leaves `out` as given (a suite validating its runs before it creates any directory).
+    """
+    cfg = fill_defaults(config)
+    cfg["data"] = describe_data(config.get("data", DEFAULTS["data"]), cfg["resolution"])
     cfg["resolution"] = cfg["data"]["resolution"]
     cfg["model_kwargs"] = _model_kwargs(cfg)
     budgets = training_budgets(build_meta_model(cfg), cfg)
     if cfg["budget_range"] is not None:  # canonical "JMIN:JMAX"
         cfg["budget_range"] = f"{budgets[0]}:{budgets[-1]}"
-    cfg["out"] = str(check_out_dir(cfg["out"] if cfg["out"] is not None else default_out(cfg)))
+    if cfg["logger"] == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise UserError("logger: wandb needs Weights & Biases: pip install wandb (or use logger: tensorboard)")
+    if check_out:
+        cfg["out"] = str(check_out_dir(cfg["out"] if cfg["out"] is not None else default_out(cfg)))
     return _plain(cfg)

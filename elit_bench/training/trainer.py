@@ -35,6 +35,7 @@ from elit_bench.data import build_dataset
 from elit_bench.errors import UserError
 from elit_bench.flops import TRAIN_MULTIPLIER, forward_flops
 from elit_bench.flow.loss import rectified_flow_loss, sample_timesteps
+from elit_bench.tracking import Tracker
 from elit_bench.training import distributed
 from elit_bench.training.config import (
     identity,
@@ -228,11 +229,7 @@ class Trainer:
     def run(self) -> dict:
         cfg, main = self.cfg, self.dist.is_main
         start, total = self.step, cfg["steps"]
-        writer = None
-        if main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(Path(cfg["out"]) / "tb"), purge_step=start or None)
+        writer = Tracker(cfg["out"], cfg["logger"], cfg, purge_step=start or None) if main else None
         bar = tqdm(total=total, initial=start, unit="step", desc="train", dynamic_ncols=True,
                    disable=not (main and cfg["progress"]))
         losses, budgets, batches, pending = [], [], [], []
@@ -247,7 +244,7 @@ class Trainer:
             window["images"] += batch
             window["flops"] += self.flops[v] * TRAIN_MULTIPLIER * batch
             if writer is not None and budget is not None:
-                writer.add_scalar("train/budget", budget, self.step)
+                writer.scalars({"train/budget": budget}, self.step)
             if self.step == start + 1:
                 t_first = time.perf_counter()
             if self.step % cfg["log_every"] == 0 or self.step == total:
@@ -260,8 +257,7 @@ class Trainer:
                     scalars = {"loss": sum(values) / len(values), "lr": self.scheduler.get_last_lr()[0],
                                "grad_norm": float(grad_norm), "images_per_s": window["images"] / seconds,
                                "model_tflops_per_s": window["flops"] / seconds / 1e12, "batch": batch}
-                    for name, value in scalars.items():
-                        writer.add_scalar(f"train/{name}", value, self.step)
+                    writer.scalars({f"train/{name}": value for name, value in scalars.items()}, self.step)
                 window = {"time": now, "images": 0, "flops": 0.0}
                 bar.set_postfix(loss=f"{values[-1]:.4f}", refresh=False)
             if self.step == total or any(self.step % n == 0 for n in (cfg["ckpt_every"], cfg["snapshot_every"]) if n):
