@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "elit_bench.suites.cli",
     "elit_bench.results.cli",
     "elit_bench.bench",
+    "elit_bench.convert",
 )
 
 

@@ -26,6 +26,7 @@ from elit_bench.models.layers import (
     TimestepEmbedder,
     linear_macs,
     rope_tables,
+    sincos_positions,
 )
 from elit_bench.models.layout import Grid, Layout, Unmerge
 
@@ -126,13 +127,20 @@ class Backbone(nn.Module):
 
     input_size: latent spatial size (int or (H, W)); frames: latent frames for
     video (None for images); patch_size: int, (ph, pw) or (pt, ph, pw).
-    pos_embed: "rope" (axial RoPE in every self-attention) or "learned"
-    (absolute embeddings, the zero-padding experiment of Fig. 2).
+    pos_embed: "rope" (axial RoPE in every self-attention), "learned"
+    (absolute embeddings, the zero-padding experiment of Fig. 2) or "sincos"
+    (fixed 2D sin-cos added once, as SiT and the released ELIT do).
+    qk_norm: the blocks' QK normalisation (`layers.QK_NORMS`).
+    time_scale: what t is multiplied by before its sinusoidal features (1000 here, 1 in SiT).
+    time_reversed: the weights were trained with t = 1 at noise and v = noise - data
+    (the released ELIT / REPA convention): the forward feeds 1 - t and negates the
+    output, so callers always see t = 0 at noise and v = data - noise.
     """
 
     def __init__(self, *, input_size=32, in_channels: int = 16, patch_size=2, hidden_size: int = 1152,
                  depth: int = 28, num_heads: int = 16, num_classes: int = 1000, mlp_ratio: float = 4.0,
-                 frames: int | None = None, pos_embed: str = "rope"):
+                 frames: int | None = None, pos_embed: str = "rope", qk_norm="rms", time_scale: float = 1000.0,
+                 time_reversed: bool = False):
         super().__init__()
         ndim = 2 if frames is None else 3
         size = _tuple(input_size, 2)
@@ -140,18 +148,22 @@ class Backbone(nn.Module):
         patch = _tuple(patch_size, 2)
         if ndim == 3 and len(patch) == 2:
             patch = (1, *patch)
-        if pos_embed not in ("rope", "learned"):
-            raise UserError(f"unknown pos_embed {pos_embed!r}; valid choices: rope, learned")
+        if pos_embed not in ("rope", "learned", "sincos"):
+            raise UserError(f"unknown pos_embed {pos_embed!r}; valid choices: rope, learned, sincos")
         self.in_channels, self.num_classes, self.hidden_size, self.depth = in_channels, num_classes, hidden_size, depth
         self.num_heads, self.mlp_ratio, self.pos_embed_kind = num_heads, mlp_ratio, pos_embed
+        self.qk_norm, self.time_reversed = qk_norm, time_reversed
         self.head_dim = hidden_size // num_heads
         self.max_budget = None  # baselines have no latent interface
         self.patch_embedders = nn.ModuleList([PatchEmbed(p, in_channels, hidden_size) for p in self.patch_sizes(patch)])
         self.final_layers = nn.ModuleList([FinalLayer(hidden_size, p, in_channels) for p in self.patch_sizes(patch)])
-        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size, t_scale=time_scale)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size)
         grid = self._grid(self.input_shape, self.patch_embedders[0].patch)
-        self.pos_embed = nn.Parameter(torch.zeros(1, grid.num_tokens, hidden_size)) if pos_embed == "learned" else None
+        if pos_embed == "sincos":  # a function of the grid, not a weight: kept out of the state dict
+            self.register_buffer("pos_embed", sincos_positions(grid.shape, hidden_size)[None], persistent=False)
+        else:
+            self.pos_embed = nn.Parameter(torch.zeros(1, grid.num_tokens, hidden_size)) if pos_embed == "learned" else None
         self.blocks = nn.ModuleList(self.build_blocks())
         ops_before, ops_after = self.build_ops()
         self.ops_before = nn.ModuleDict({str(i): nn.ModuleList(v) for i, v in ops_before.items()})
@@ -163,7 +175,8 @@ class Backbone(nn.Module):
         return [patch]
 
     def build_blocks(self) -> list[nn.Module]:
-        return [DiTBlock(self.hidden_size, self.num_heads, mlp_ratio=self.mlp_ratio) for _ in range(self.depth)]
+        return [DiTBlock(self.hidden_size, self.num_heads, mlp_ratio=self.mlp_ratio, qk_norm=self.qk_norm)
+                for _ in range(self.depth)]
 
     def build_ops(self) -> tuple[dict[int, list[TokenOp]], dict[int, list[TokenOp]]]:
         """Token ops to run before / after block i."""
@@ -198,14 +211,14 @@ class Backbone(nn.Module):
         tokens = embedder(x)
         if self.pos_embed is not None:
             if tokens.shape[1] != self.pos_embed.shape[1]:
-                raise UserError("learned position embeddings fix the input size: "
+                raise UserError("absolute position embeddings fix the input size: "
                                 f"built for {self.pos_embed.shape[1]} tokens, got {tokens.shape[1]}")
             tokens = tokens + self.pos_embed
-        c = self.t_embedder(t) + self.y_embedder(y)
+        c = self.t_embedder(1 - t if self.time_reversed else t) + self.y_embedder(y)
         return tokens, c, grid, {"patch": p, "rope": {}}
 
     def rope(self, layout: Layout, state: dict, device):
-        if self.pos_embed is not None:
+        if self.pos_embed_kind != "rope":
             return None
         if layout not in state["rope"]:
             state["rope"][layout] = rope_tables(layout.positions().to(device), self.head_dim)
@@ -222,7 +235,8 @@ class Backbone(nn.Module):
         return x, layout
 
     def unembed(self, x, c, layout: Grid, state: dict) -> torch.Tensor:
-        return self.final_layers[state["patch"]](x, c, layout.shape)
+        out = self.final_layers[state["patch"]](x, c, layout.shape)
+        return -out if self.time_reversed else out
 
     def trunk(self, tokens, c, grid: Grid, state: dict, budget=None, generator=None):
         """All blocks, embedded tokens in, tokens out (B, L, d); TeaCache caches its residual."""
@@ -271,6 +285,16 @@ class DiT(Backbone):
     """DiT (Peebles & Xie) with QK-norm and RoPE: the reference backbone."""
 
 
+class SiT(Backbone):
+    """SiT as released (and as the ELIT code's baseline): fixed sin-cos positions, no RoPE, no QK-norm
+    by default, t fed unscaled, trained with t = 1 at noise (see `time_reversed`)."""
+
+    def __init__(self, *, pos_embed: str = "sincos", qk_norm=None, time_scale: float = 1.0,
+                 time_reversed: bool = True, in_channels: int = 4, **kw):
+        super().__init__(pos_embed=pos_embed, qk_norm=qk_norm, time_scale=time_scale,
+                         time_reversed=time_reversed, in_channels=in_channels, **kw)
+
+
 class UViT(Backbone):
     """U-ViT: DiT blocks plus U-Net-style long skips (concatenate, Linear 2d -> d).
 
@@ -309,8 +333,9 @@ class HDiT(Backbone):
 
     def build_blocks(self):
         d, wide = self.hidden_size, self.hidden_size * self.inner_width_mult
-        return [DiTBlock(wide, wide // self.head_dim, cond_dim=d, mlp_ratio=self.mlp_ratio) if self.inner(i)
-                else DiTBlock(d, self.num_heads, mlp_ratio=self.mlp_ratio) for i in range(self.depth)]
+        return [DiTBlock(wide, wide // self.head_dim, cond_dim=d, mlp_ratio=self.mlp_ratio, qk_norm=self.qk_norm)
+                if self.inner(i) else DiTBlock(d, self.num_heads, mlp_ratio=self.mlp_ratio, qk_norm=self.qk_norm)
+                for i in range(self.depth)]
 
     def build_ops(self):
         d, wide = self.hidden_size, self.hidden_size * self.inner_width_mult
@@ -340,10 +365,16 @@ class MultiPatchDiT(Backbone):
 
 
 # ---------------------------------------------------------------- weight init (one place)
-def initialize_weights(module: nn.Module) -> None:
-    """DiT's initialisation: xavier Linear, N(0, 0.02) embeddings, zero adaLN and output layers."""
+def initialize_weights(module: nn.Module, xavier: bool = True) -> None:
+    """DiT's initialisation: xavier Linear, N(0, 0.02) embeddings, zero adaLN and output layers.
+
+    xavier=False leaves Linear layers at PyTorch's default init (the released ELIT
+    code builds its Read/Write after SiT's init has run). A module with
+    `zero_init_outputs` (Write) gets zero attention output projections and MLP
+    last layers, so it starts as the identity.
+    """
     for m in module.modules():
-        if isinstance(m, nn.Linear):
+        if xavier and isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -359,8 +390,15 @@ def initialize_weights(module: nn.Module) -> None:
         if name.endswith("adaLN_modulation"):
             nn.init.zeros_(m[1].weight)
             nn.init.zeros_(m[1].bias)
+        if getattr(m, "zero_init_outputs", False):
+            for sub in m.modules():
+                for lin in (getattr(sub, "proj", None), getattr(sub, "fc2", None)):
+                    if isinstance(lin, nn.Linear):
+                        nn.init.zeros_(lin.weight)
+                        if lin.bias is not None:
+                            nn.init.zeros_(lin.bias)
     for name, p in module.named_parameters():
-        if name.endswith(("pos_embed", "latent_embed")):
+        if name.endswith(("pos_embed", "latent_embed", "read_pos", "write_pos", "latent_pos")):
             nn.init.normal_(p, std=0.02)
 
 

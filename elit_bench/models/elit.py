@@ -7,17 +7,21 @@ per axis, 2D or 3D). Each group owns J latents, initialised from J learnable
 embeddings shared by all groups; in the latent core every latent carries its
 group's RoPE phase (the group centre), so latents know where their group is
 and, through the embedding, which slot of the group they are. Read and Write
-are cross-attention within a group only.
+are cross-attention within a group only; the spatial tokens get a learned
+position within their group in both (the backbone's RoPE gives them none).
 
 Budget J~ (`budget`, 1..J latents per group) is a forward argument. Tail
 dropping keeps the first J~ latents of every group; random dropping keeps J~
-random ones. Only kept latents exist past the Read: the core and the Write
-see nothing else, so compute scales with J~.
+random ones. In the paper's variant only kept latents exist past the Read, so
+compute scales with J~ (Appendix D). The released code's variant
+(`variant="official"`) reads all J latents, runs the core on the kept ones and
+restores the dropped ones (their Read output) before the Write.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,6 +34,16 @@ from elit_bench.models.layout import Grid, LatentSet
 READ_KINDS = ("cross", "qformer", "self")
 WRITE_KINDS = ("cross", "self")
 DROP_KINDS = ("tail", "random")
+
+# The choices where the paper and the released code differ (docs/fidelity.md). Norm flags say
+# which inputs of an interface layer are layer-normed: the queries before cross-attention, the
+# keys/values (source), and the queries before the MLP (and the Q-Former's self-attention).
+VARIANTS = {
+    "paper": dict(read_norms=(False, True, True), write_norms=(True, True, True), qk_norm="rms",
+                  mlp_bias=True, read_all_latents=False, learned_latent_pos=False, xavier=True),
+    "official": dict(read_norms=(False, True, True), write_norms=(False, False, False), qk_norm="width-rms",
+                     mlp_bias=False, read_all_latents=True, learned_latent_pos=True, xavier=False),
+}
 
 
 def to_groups(x: torch.Tensor, grid: Grid, group_size: tuple[int, ...]) -> torch.Tensor:
@@ -51,47 +65,64 @@ def from_groups(x: torch.Tensor, grid: Grid, group_size: tuple[int, ...]) -> tor
     return x.permute(perm).reshape(x.shape[0], grid.num_tokens, d)
 
 
+def take(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Latent slots x (1|B, G, J, d) at indices keep (1|B, G, J~) -> (B', G, J~, d); keep None: all."""
+    if keep is None:
+        return x
+    b = max(x.shape[0], keep.shape[0])
+    index = keep.expand(b, -1, -1).unsqueeze(-1).expand(-1, -1, -1, x.shape[-1])
+    return x.expand(b, -1, -1, -1).gather(2, index)
+
+
 class InterfaceLayer(nn.Module):
     """Grouped attention from a target stream (queries) to a source stream, then an MLP.
 
     Read and Write are both this layer; they differ in which stream is the
     target and in whether adaLN-Zero modulation is used (Read: yes, Write: no).
+    With modulation, the cross-attention's shift/scale apply to the normed
+    source (the spatial tokens, which carry the timestep's information), the
+    MLP's to the normed target, and each sublayer's output is gated.
     attention: "cross" (kv = source), "self" (kv = target and source jointly:
     self-attention over the group), "qformer" (self-attention among targets,
     then cross-attention). depth stacks the unit; mlp_ratio 1 = no expansion.
+    norms: (queries, source, pre-MLP) layer-norm flags (see `VARIANTS`).
+    zero_init_outputs: output projections start at zero, so the layer starts as the identity.
     Shapes: target (B*G, Jt, d), source (B*G, Js, d), c (B, cond_dim).
     """
 
     def __init__(self, dim: int, num_heads: int, attention: str = "cross", depth: int = 1,
-                 mlp_ratio: float = 1.0, cond_dim: int | None = None):
+                 mlp_ratio: float = 1.0, cond_dim: int | None = None, norms=(True, True, True),
+                 qk_norm="rms", mlp_bias: bool = True, zero_init_outputs: bool = False):
         super().__init__()
-        self.kind = attention
+        self.kind, self.norms, self.zero_init_outputs = attention, tuple(norms), zero_init_outputs
         per_unit = (["self"] if attention == "qformer" else []) + ["cross", "mlp"]
         self.sublayers = [k for _ in range(depth) for k in per_unit]
         self.layers = nn.ModuleList(
-            Mlp(dim, mlp_ratio) if k == "mlp" else Attention(dim, num_heads, cross=(k == "cross"))
+            Mlp(dim, mlp_ratio, bias=mlp_bias) if k == "mlp"
+            else Attention(dim, num_heads, cross=(k == "cross"), qk_norm=qk_norm)
             for k in self.sublayers)
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.source_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)  # no weights: shared by all inputs
         self.adaLN_modulation = adaln(cond_dim, 3 * len(self.sublayers), dim) if cond_dim else None
 
     def forward(self, target, source, c=None):
         """c (B, cond_dim): modulation is computed once per sample, then shared by its G groups."""
-        source = self.source_norm(source)
+        norm_queries, norm_source, norm_pre = self.norms
+        source = self.norm(source) if norm_source else source
         mods = None
         if self.adaLN_modulation is not None:
             groups = target.shape[0] // c.shape[0]
             mod = self.adaLN_modulation(c).repeat_interleave(groups, dim=0)
             mods = mod.unsqueeze(1).chunk(3 * len(self.layers), dim=-1)
         for i, (kind, layer) in enumerate(zip(self.sublayers, self.layers)):
-            h = self.norm(target)
-            if mods is not None:
-                h = h * (1 + mods[3 * i + 1]) + mods[3 * i]
+            shift, scale, gate = mods[3 * i: 3 * i + 3] if mods is not None else (None, None, None)
             if kind == "cross":
-                out = layer(h, torch.cat([h, source], dim=1) if self.kind == "self" else source)
+                h = self.norm(target) if norm_queries else target
+                kv = source if mods is None else source * (1 + scale) + shift
+                out = layer(h, torch.cat([h, kv], dim=1) if self.kind == "self" else kv)
             else:  # MLP, or the Q-Former's self-attention among the targets
-                out = layer(h)
-            target = target + (mods[3 * i + 2] * out if mods is not None else out)
+                h = self.norm(target) if norm_pre else target
+                out = layer(h if mods is None else h * (1 + scale) + shift)
+            target = target + (gate * out if mods is not None else out)
         return target
 
     def macs(self, groups: int, target: int, source: int) -> int:
@@ -113,23 +144,48 @@ class ReadLayer(InterfaceLayer):
 
 
 class WriteLayer(InterfaceLayer):
-    """Write: spatial tokens (queries) pull from their group's kept latents; no modulation."""
+    """Write: spatial tokens (queries) pull from their group's latents; no modulation; starts as the identity."""
+
+
+@dataclass
+class ReadState:
+    """What the Write needs from the Read: the spatial stream (grouped, with its Read positions) and,
+    when every latent was read, all of them and which ones the core kept."""
+
+    spatial: torch.Tensor
+    all_latents: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
 
 
 class LatentInterface(nn.Module):
-    """Latent embeddings, grouping, budgets, Read and Write: everything ELIT adds to a backbone."""
+    """Latent embeddings, grouping, budgets, Read and Write: everything ELIT adds to a backbone.
+
+    variant: a key of `VARIANTS`. num_groups is needed only for the released
+    variant's learned latent positions (one per latent slot of the input grid).
+    """
 
     def __init__(self, dim: int, num_heads: int, cond_dim: int, group_size: tuple[int, ...],
                  latents_per_group: int, read: str = "cross", write: str = "cross", read_depth: int = 1,
-                 write_depth: int = 1, mlp_ratio: float = 1.0, drop: str = "tail"):
+                 write_depth: int = 1, mlp_ratio: float = 1.0, drop: str = "tail", variant: str = "paper",
+                 num_groups: int | None = None):
         super().__init__()
-        for what, value, kinds in (("read", read, READ_KINDS), ("write", write, WRITE_KINDS), ("drop", drop, DROP_KINDS)):
+        for what, value, kinds in (("read", read, READ_KINDS), ("write", write, WRITE_KINDS),
+                                   ("drop", drop, DROP_KINDS), ("variant", variant, tuple(VARIANTS))):
             if value not in kinds:
                 raise choices_error(f"{what} kind", value, kinds)
+        v = VARIANTS[variant]
         self.group_size, self.latents_per_group, self.drop = tuple(group_size), latents_per_group, drop
+        self.variant, self.read_all_latents = variant, v["read_all_latents"]
+        tokens = math.prod(self.group_size)
         self.latent_embed = nn.Parameter(torch.zeros(latents_per_group, dim))
-        self.read = ReadLayer(dim, num_heads, read, read_depth, mlp_ratio, cond_dim=cond_dim)
-        self.write = WriteLayer(dim, num_heads, write, write_depth, mlp_ratio)
+        self.read_pos = nn.Parameter(torch.zeros(tokens, dim))
+        self.write_pos = nn.Parameter(torch.zeros(tokens, dim))
+        self.latent_pos = (nn.Parameter(torch.zeros(num_groups * latents_per_group, dim))
+                           if v["learned_latent_pos"] else None)
+        common = dict(mlp_ratio=mlp_ratio, qk_norm=v["qk_norm"], mlp_bias=v["mlp_bias"])
+        self.read = ReadLayer(dim, num_heads, read, read_depth, cond_dim=cond_dim, norms=v["read_norms"], **common)
+        self.write = WriteLayer(dim, num_heads, write, write_depth, norms=v["write_norms"],
+                                zero_init_outputs=True, **common)
 
     def check_budget(self, budget) -> int:
         J = self.latents_per_group
@@ -140,44 +196,58 @@ class LatentInterface(nn.Module):
                             f"(this model has J={J}; None means all {J})")
         return budget
 
-    def kept_latents(self, groups: int, budget: int, device, generator=None) -> torch.Tensor:
-        """Initial latents of the kept slots: (1, G, J~, d), or (B, G, J~, d) with one generator per sample.
+    def keep_index(self, groups: int, budget: int, device, generator=None) -> torch.Tensor | None:
+        """Kept latent slots, (1, G, J~), or (B, G, J~) with one generator per sample; None keeps all.
 
         generator: None (global RNG), a torch.Generator, or a sequence of them,
         one per sample, so a sample's random subset does not depend on its batch.
         """
         J = self.latents_per_group
-        if self.drop == "tail" or budget == J:
-            return self.latent_embed[:budget].expand(1, groups, -1, -1)
+        if budget == J:
+            return None
+        if self.drop == "tail":
+            return torch.arange(budget, device=device).expand(1, groups, -1)
         gens = generator if isinstance(generator, (list, tuple)) else [generator]
         scores = torch.stack([torch.rand(groups, J, generator=g, device=g.device if g else device) for g in gens])
-        keep = scores.argsort(dim=-1)[..., :budget].sort(dim=-1).values.to(device)
-        return self.latent_embed[keep]
+        return scores.argsort(dim=-1)[..., :budget].sort(dim=-1).values.to(device)
 
     def read_latents(self, s, c, grid: Grid, budget, group_pos=None, generator=None):
-        """Spatial tokens s (B, N, d) -> latents (B, G*J~, d) and their LatentSet."""
+        """Spatial tokens s (B, N, d) -> kept latents (B, G*J~, d), their LatentSet and the Write's `ReadState`."""
         budget = self.check_budget(budget)
         groups = Grid(grid.group_shape(self.group_size), self.group_size)
-        G = groups.num_tokens
-        latents = self.kept_latents(G, budget, s.device, generator)
+        G, b, d = groups.num_tokens, s.shape[0], s.shape[-1]
+        keep = self.keep_index(G, budget, s.device, generator)
+        read_keep = None if self.read_all_latents else keep
+        latents = take(self.latent_embed.expand(1, G, -1, -1), read_keep)
         if group_pos is not None:  # learned absolute positions: latents get their group's mean
             latents = latents + group_pos.unsqueeze(1)
-        b = s.shape[0]
-        target = latents.expand(b, -1, -1, -1).reshape(b * G, budget, -1)
-        out = self.read(target, to_groups(s, grid, self.group_size), c)
-        return out.reshape(b, G * budget, -1), LatentSet(groups, budget)
+        spatial = to_groups(s, grid, self.group_size) + self.read_pos
+        target = latents.expand(b, -1, -1, -1).reshape(b * G, latents.shape[2], d)
+        out = self.read(target, spatial, c).reshape(b, G, -1, d)
+        if self.latent_pos is not None:
+            out = out + take(self.latent_pos.view(1, G, -1, d), read_keep)
+        state = ReadState(spatial)
+        if self.read_all_latents and keep is not None:
+            state.all_latents, state.keep = out, keep
+            out = take(out, keep)
+        return out.reshape(b, G * budget, d), LatentSet(groups, budget), state
 
-    def write_latents(self, s, latents, grid: Grid, layout: LatentSet):
-        """Spatial tokens s (B, N, d) updated from latents (B, G*J~, d)."""
-        G = layout.num_groups
-        target = to_groups(s, grid, self.group_size)
-        out = self.write(target, latents.reshape(latents.shape[0] * G, layout.per_group, -1))
+    def write_latents(self, latents, grid: Grid, layout: LatentSet, state: ReadState):
+        """Latents (B, G*J~, d) from the core -> spatial tokens (B, N, d) updated by the Write."""
+        b, d, G = latents.shape[0], latents.shape[-1], layout.num_groups
+        latents = latents.reshape(b, G, layout.per_group, d)
+        if state.all_latents is not None:  # the dropped latents come back with their Read output
+            index = state.keep.expand(b, -1, -1).unsqueeze(-1).expand(-1, -1, -1, d)
+            latents = state.all_latents.scatter(2, index, latents)
+        target = state.spatial + self.write_pos
+        out = self.write(target, latents.reshape(b * G, -1, d))
         return from_groups(out, grid, self.group_size)
 
     def macs(self, grid: Grid, budget) -> tuple[int, int]:
         budget = self.check_budget(budget)
         G, n = math.prod(grid.group_shape(self.group_size)), math.prod(self.group_size)
-        return self.read.macs(G, budget, n), self.write.macs(G, n, budget)
+        interfaced = self.latents_per_group if self.read_all_latents else budget
+        return self.read.macs(G, interfaced, n), self.write.macs(G, n, interfaced)
 
 
 class ELIT(nn.Module):
@@ -188,11 +258,12 @@ class ELIT(nn.Module):
     spatial tokens per group and axis (default: the token grid split in 4 per
     spatial axis, i.e. 16 groups for images, and 2 frames for video).
     latents_per_group: J (default: tokens per group, so K = N at full budget).
+    variant: "paper" or "official" (the released code's interface, see `VARIANTS`).
     """
 
     def __init__(self, backbone: Backbone, blocks=None, group_size=None, latents_per_group=None,
                  read: str = "cross", write: str = "cross", read_depth: int = 1, write_depth: int = 1,
-                 interface_mlp_ratio: float = 1.0, drop: str = "tail"):
+                 interface_mlp_ratio: float = 1.0, drop: str = "tail", variant: str = "paper"):
         super().__init__()
         self.backbone = backbone
         depth = backbone.depth
@@ -209,8 +280,9 @@ class ELIT(nn.Module):
         grid.group_shape(group_size)  # raises if it does not tile the grid
         J = latents_per_group or math.prod(group_size)
         self.interface = LatentInterface(backbone.hidden_size, backbone.num_heads, backbone.hidden_size, group_size,
-                                         J, read, write, read_depth, write_depth, interface_mlp_ratio, drop)
-        initialize_weights(self.interface)
+                                         J, read, write, read_depth, write_depth, interface_mlp_ratio, drop,
+                                         variant, math.prod(grid.group_shape(group_size)))
+        initialize_weights(self.interface, xavier=VARIANTS[variant]["xavier"])
         self.macs()  # walks the configuration: a Read or Write at an incompatible block raises here
 
     # the attributes every model exposes
@@ -223,10 +295,9 @@ class ELIT(nn.Module):
     t_embedder = property(lambda self: self.backbone.t_embedder)
 
     def _group_pos(self, grid: Grid):
-        pos = self.backbone.pos_embed
-        if pos is None:
+        if self.backbone.pos_embed_kind != "learned":
             return None
-        return to_groups(pos, grid, self.interface.group_size).mean(dim=1)
+        return to_groups(self.backbone.pos_embed, grid, self.interface.group_size).mean(dim=1)
 
     def embed(self, x, t, y, patch_size=None):
         return self.backbone.embed(x, t, y, patch_size)
@@ -242,9 +313,9 @@ class ELIT(nn.Module):
         """
         bb, (b_in, b_core, _) = self.backbone, self.blocks
         s, grid = bb.run_blocks(s, c, grid, 0, b_in, state)
-        latents, layout = self.interface.read_latents(s, c, grid, budget, self._group_pos(grid), generator)
+        latents, layout, read = self.interface.read_latents(s, c, grid, budget, self._group_pos(grid), generator)
         latents, layout = bb.run_blocks(latents, c, layout, b_in, b_in + b_core, state)
-        s = self.interface.write_latents(s, latents, grid, layout)
+        s = self.interface.write_latents(latents, grid, layout, read)
         return bb.run_blocks(s, c, grid, b_in + b_core, bb.depth, state)[0]
 
     def forward(self, x, t, y, budget=None, patch_size=None, generator=None):

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from elit_bench.errors import UserError
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: x (B, L, d), shift/scale (B, d)."""
@@ -41,6 +43,24 @@ def rope_tables(pos: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tup
     return angles.cos(), angles.sin()
 
 
+def sincos_positions(shape: tuple[int, ...], dim: int) -> torch.Tensor:
+    """Fixed 2D sin-cos position embeddings (MAE / DiT / SiT convention) for an (H, W) grid -> (H*W, dim).
+
+    The first half of the channels encodes the column, the second half the row;
+    each half is [sin(pos * w), cos(pos * w)] with w = 10000^(-k / (dim / 4)).
+    Computed in float64 as the released code does, then cast.
+    """
+    if len(shape) != 2 or dim % 4:
+        raise UserError(f"sin-cos positions need a 2D grid and a width divisible by 4, got {shape}, {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    rows, cols = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in shape), indexing="ij")
+
+    def axis(pos):
+        angles = pos.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return torch.cat([axis(cols), axis(rows)], dim=-1).float()
+
+
 def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Rotate consecutive channel pairs of x (B, H, L, hd) by the tables of `rope_tables`."""
     cos, sin = (t.to(x.dtype) for t in rope)
@@ -49,15 +69,50 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torc
 
 
 # ---------------------------------------------------------------- attention / MLP
+class WidthRMSNorm(nn.Module):
+    """RMS norm over the full width with eps added to the RMS, not under the root: x / (rms(x) + eps) * scale.
+
+    The released ELIT code normalises cross-attention queries and keys this way
+    (before splitting heads); the placement of eps matters at 1e-5 tolerance.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rms = x.float().norm(dim=-1, keepdim=True) * x.shape[-1] ** -0.5
+        return self.scale * (x.float() / (rms + self.eps)).to(x.dtype)
+
+
+# QK normalisation: "rms" per head (the paper's blocks), "layer" per head with affine
+# (timm's, the released SiT blocks with qk_norm), "width-rms" (the released Read/Write), None
+QK_NORMS = ("rms", "layer", "width-rms", None)
+
+
+def _qk_norm(kind, head_dim: int, dim: int) -> nn.Module:
+    if kind == "rms":
+        return nn.RMSNorm(head_dim, eps=1e-6)
+    if kind == "layer":
+        return nn.LayerNorm(head_dim, eps=1e-5)
+    if kind == "width-rms":
+        return WidthRMSNorm(dim)
+    if kind is None:
+        return nn.Identity()
+    raise ValueError(f"unknown qk_norm {kind!r}; valid choices: {QK_NORMS}")
+
+
 class Attention(nn.Module):
     """Multi-head attention with QK-norm and optional RoPE.
 
     Self-attention: forward(x) with x (B, L, d). Cross-attention (`cross=True`):
     forward(x, context) with queries x (B, L, d) and keys/values context
     (B, M, d); the batch dimension may fold groups (B*G) for grouped attention.
+    qk_norm: one of `QK_NORMS`.
     """
 
-    def __init__(self, dim: int, num_heads: int, cross: bool = False, qk_norm: bool = True):
+    def __init__(self, dim: int, num_heads: int, cross: bool = False, qk_norm="rms"):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
@@ -67,18 +122,23 @@ class Attention(nn.Module):
             self.kv = nn.Linear(dim, 2 * dim)
         else:
             self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.norm_width = qk_norm == "width-rms"
+        self.q_norm = _qk_norm(qk_norm, self.head_dim, dim)
+        self.k_norm = _qk_norm(qk_norm, self.head_dim, dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, rope=None) -> torch.Tensor:
         heads = lambda t: t.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
         if self.cross:
-            q = heads(self.q(x))
-            k, v = (heads(t) for t in self.kv(context).chunk(2, dim=-1))
+            q = self.q(x)
+            k, v = self.kv(context).chunk(2, dim=-1)
         else:
-            q, k, v = (heads(t) for t in self.qkv(x).chunk(3, dim=-1))
-        q, k = self.q_norm(q), self.k_norm(k)
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.norm_width:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = heads(q), heads(k), heads(v)
+        if not self.norm_width:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = F.scaled_dot_product_attention(q, k, v)
@@ -96,12 +156,12 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Two-layer GELU(tanh) MLP, hidden = ratio * d."""
+    """Two-layer GELU(tanh) MLP, hidden = ratio * d (the released Read/Write MLPs have no biases)."""
 
-    def __init__(self, dim: int, ratio: float = 4.0):
+    def __init__(self, dim: int, ratio: float = 4.0, bias: bool = True):
         super().__init__()
         hidden = int(dim * ratio)
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden, bias=bias), nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
@@ -121,10 +181,11 @@ class DiTBlock(nn.Module):
     x (B, L, d), c (B, cond_dim) -> (B, L, d).
     """
 
-    def __init__(self, dim: int, num_heads: int, cond_dim: int | None = None, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, num_heads: int, cond_dim: int | None = None, mlp_ratio: float = 4.0,
+                 qk_norm="rms"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, qk_norm=qk_norm)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, mlp_ratio)
         self.adaLN_modulation = adaln(cond_dim or dim, 6, dim)
@@ -140,17 +201,20 @@ class DiTBlock(nn.Module):
 
 # ---------------------------------------------------------------- embedders
 class TimestepEmbedder(nn.Module):
-    """t (B,) in [0, 1] -> (B, d): sinusoidal features of 1000 t, then a 2-layer MLP."""
+    """t (B,) in [0, 1] -> (B, d): sinusoidal features of `t_scale` * t, then a 2-layer MLP.
 
-    def __init__(self, dim: int, freq_dim: int = 256):
+    t_scale: 1000 (DiT's step-index range); the released SiT and ELIT feed t itself (1).
+    """
+
+    def __init__(self, dim: int, freq_dim: int = 256, t_scale: float = 1000.0):
         super().__init__()
-        self.freq_dim = freq_dim
+        self.freq_dim, self.t_scale = freq_dim, t_scale
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        args = (1000.0 * t.float())[:, None] * freqs[None]
+        args = (self.t_scale * t.float())[:, None] * freqs[None]
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         return self.mlp(emb.to(self.mlp[0].weight.dtype))
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from torch import nn
 
 from elit_bench.errors import UserError
-from elit_bench.models.backbones import DiT, HDiT, MultiPatchDiT, UViT
+from elit_bench.models.backbones import DiT, HDiT, MultiPatchDiT, SiT, UViT
 from elit_bench.models.elit import ELIT
 
 ENTRY_POINT_GROUP = "elit_bench.models"
@@ -25,8 +25,11 @@ LATENT_DOWNSAMPLE = 8  # the FLUX / SD autoencoders: 8x down
 
 # size -> (depth, width, heads), REFERENCE section 2
 SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
-BACKBONES = {"DiT": DiT, "UViT": UViT, "HDiT": HDiT, "MultiPatch-DiT": MultiPatchDiT}
-PATCHES = {"1": 1, "2": 2, "4": 4, "2x4": (2, 4)}
+BACKBONES = {"DiT": DiT, "UViT": UViT, "HDiT": HDiT, "MultiPatch-DiT": MultiPatchDiT, "SiT": SiT}
+PATCHES = {"1": 1, "2": 2, "4": 4, "8": 8, "2x4": (2, 4)}
+# SiT-*/{2,4,8}: the released SiT and ELIT-SiT family (fixed sin-cos positions, the official interface)
+FAMILY_PATCHES = {"DiT": ("1", "2", "4", "2x4"), "UViT": ("2", "4"), "HDiT": ("2", "4"),
+                  "MultiPatch-DiT": ("2",), "SiT": ("2", "4", "8")}
 
 _registry: dict[str, Callable[..., nn.Module]] = {}
 _entry_points_loaded = False
@@ -99,14 +102,21 @@ def create_model(name: str, resolution: int = 256, **overrides) -> nn.Module:
 
 
 ELIT_KEYS = ("blocks", "group_size", "latents_per_group", "read", "write", "read_depth", "write_depth",
-             "interface_mlp_ratio", "drop")
+             "interface_mlp_ratio", "drop", "variant")
 
 
 def _factory(backbone_cls, size: str, patch, elit: bool):
     depth, width, heads = SIZES[size]
+    official = backbone_cls is SiT
 
     def build(**kw):
         interface = {k: kw.pop(k) for k in ELIT_KEYS if k in kw}
+        if official and elit:  # the released layout: Read after `encoder_depth`, Write before the last
+            # `decoder_depth` blocks (its defaults: 8, and 4 at L/XL, 2 at S/B)
+            enc = kw.pop("encoder_depth", 8)
+            dec = kw.pop("decoder_depth", 4 if depth > 12 else 2)
+            interface.setdefault("blocks", (enc, depth - enc - dec, dec))
+            interface.setdefault("variant", "official")
         if interface and not elit:
             raise UserError(f"{sorted(interface)} only apply to ELIT models")
         kw = {"depth": depth, "hidden_size": width, "num_heads": heads, "patch_size": patch, **kw}
@@ -119,12 +129,8 @@ def _factory(backbone_cls, size: str, patch, elit: bool):
 
 for _family, _cls in BACKBONES.items():
     for _size in SIZES:
-        for _ptag, _patch in PATCHES.items():
-            if _family == "MultiPatch-DiT" and _ptag != "2":
-                continue
-            if _family != "DiT" and _ptag in ("1", "2x4"):
-                continue
+        for _ptag in FAMILY_PATCHES[_family]:
             _name = f"{_family}-{_size}/{_ptag}"
-            register_model(_name, _factory(_cls, _size, _patch, elit=False))
+            register_model(_name, _factory(_cls, _size, PATCHES[_ptag], elit=False))
             if _family != "MultiPatch-DiT":
-                register_model(f"ELIT-{_name}", _factory(_cls, _size, _patch, elit=True))
+                register_model(f"ELIT-{_name}", _factory(_cls, _size, PATCHES[_ptag], elit=True))
