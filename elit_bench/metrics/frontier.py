@@ -32,13 +32,18 @@ def rho(metric_high: float, metric_low: float, flops_high: float, flops_low: flo
     return metric_ratio / (flops_high / flops_low)
 
 
-def pareto_frontier(flops, values, higher_is_better: bool = False) -> np.ndarray:
+def pareto_frontier(flops, values, higher_is_better: bool = False, low=None, high=None) -> np.ndarray:
     """Indices of the compute-quality Pareto set, ordered by FLOPs (then input order).
 
     flops, values: (N,). A point is on the frontier unless another point has at
     most its FLOPs and at least its quality, and is strictly better in one of
     the two. Ties stay: identical points are all kept; a point with equal
     quality and more FLOPs (or equal FLOPs and worse quality) is dropped.
+
+    With intervals (low, high: (N,), NaN where a value has none), quality is
+    compared by interval: a point is dominated only by one with at most its
+    FLOPs whose whole interval is better than its whole interval; a difference
+    within the intervals is a tie, and ties stay on the frontier.
     """
     flops, values = np.asarray(flops, dtype=np.float64), np.asarray(values, dtype=np.float64)
     if flops.ndim != 1 or flops.shape != values.shape:
@@ -46,6 +51,16 @@ def pareto_frontier(flops, values, higher_is_better: bool = False) -> np.ndarray
     if not (np.isfinite(flops).all() and np.isfinite(values).all()):
         raise UserError("pareto_frontier needs finite FLOPs and metric values")
     quality = values if higher_is_better else -values
+    if low is not None or high is not None:
+        bounds = [np.asarray(values if b is None else b, dtype=np.float64) for b in (low, high)]
+        if any(b.shape != values.shape for b in bounds):
+            raise UserError(f"pareto_frontier needs interval bounds of shape {values.shape}")
+        low, high = (np.where(np.isnan(b), values, b) for b in bounds)  # no interval: the value itself
+        worst, best = (low, high) if higher_is_better else (-high, -low)
+        # dominated[i]: some j with flops_j <= flops_i has worst_j > best_i
+        dominated = ((flops[None, :] <= flops[:, None]) & (worst[None, :] > best[:, None])).any(axis=1)
+        keep = np.flatnonzero(~dominated)
+        return keep[np.lexsort((keep, flops[keep]))].astype(np.int64)
     # sweep by FLOPs ascending, best quality first among equal FLOPs: every earlier point has <= FLOPs
     order = np.lexsort((np.arange(len(flops)), -quality, flops))
     keep = []

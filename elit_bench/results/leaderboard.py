@@ -7,7 +7,12 @@ A suite joins a board with
 
 Every record of any suite under OUT that satisfies the protocol is an entry,
 so a variant from the user's own module (`model: mypkg.mod:factory`) shows
-up after `elit-bench run` of a suite that names the board.
+up after `elit-bench run` of a suite that names the board. Records of one
+run and evaluation that differ only in their training seed are one entry
+(mean over seeds, with the spread). Entries are ranked by value; one whose
+95% interval overlaps the entry above is marked tied (`=`), and the Pareto
+set counts a point as dominated only where the intervals do not overlap.
+The real-data floor under the same protocol heads the board, unranked.
 """
 
 from __future__ import annotations
@@ -20,7 +25,18 @@ import pandas as pd
 from elit_bench.checkpoint import atomic_write
 from elit_bench.errors import UserError
 from elit_bench.metrics.frontier import HIGHER_IS_BETTER, pareto_frontier
-from elit_bench.results.records import load_records
+from elit_bench.results.records import (
+    aggregate_seeds,
+    format_estimate,
+    interval_of,
+    load_records,
+    overlaps,
+    records_frame,
+)
+
+# protocol key -> column of `records_frame`
+PROTOCOL_COLUMNS = {"data": "data", "resolution": "data_resolution", "sample_steps": "steps",
+                    "num_samples": "num_samples"}
 
 
 def board_definition(name: str) -> dict:
@@ -36,32 +52,43 @@ def board_definition(name: str) -> dict:
     return boards[name]
 
 
-def matches(record: dict, protocol: dict) -> bool:
-    train = record["provenance"]["train_config"]
-    checks = {"data": train["data"]["name"], "resolution": train["data"]["resolution"],
-              "sample_steps": record["sample"]["steps"], "num_samples": record["num_samples"]}
-    return all(checks[k] == v for k, v in protocol.items() if k in checks)
+def matches(frame: pd.DataFrame, protocol: dict) -> pd.Series:
+    """Rows of `records_frame` measured under `protocol`; the real-data floor has no sampler, so steps do not apply."""
+    keep = pd.Series(True, index=frame.index)
+    for key, value in protocol.items():
+        if key in PROTOCOL_COLUMNS:
+            column = frame[PROTOCOL_COLUMNS[key]]
+            keep &= (column == value) | (frame["real_data"] & (key == "sample_steps"))
+    return keep
 
 
 def leaderboard_frame(name: str, out) -> tuple[dict, pd.DataFrame]:
-
     board = board_definition(name)
     metric, protocol = board["metric"], board.get("protocol", {})
-    rows = []
-    for r in load_records(out):
-        if metric in r["metrics"] and matches(r, protocol):
-            rows.append({"model": r["model"], "run": r["run_label"], "eval": r["eval_label"], "suite": r["suite"],
-                         metric: r["metrics"][metric], "sample GFLOPs": r["flops"]["sample_flops_per_sample"] / 1e9,
-                         "train TF/iter": r["flops"]["train_tflops_per_iter"], "samples": r["num_samples"],
-                         "code": r["provenance"]["code_version"]})
-    if not rows:
+    frame = records_frame(load_records(out))
+    if not frame.empty:
+        frame = frame[(frame["metric"] == metric) & matches(frame, protocol)]
+    if frame.empty or frame["real_data"].all():
         raise UserError(f"leaderboard {name!r} has no entries under {str(out)!r} matching its protocol {protocol}")
-    df = pd.DataFrame(rows)
     higher = HIGHER_IS_BETTER.get(metric, False)
-    df = df.sort_values(metric, ascending=not higher).reset_index(drop=True)
-    front = set(pareto_frontier(df["sample GFLOPs"], df[metric], higher_is_better=higher).tolist())
-    df.insert(0, "rank", range(1, len(df) + 1))
-    df["Pareto"] = ["*" if i in front else "" for i in range(len(df))]
+    agg = aggregate_seeds(frame)
+    floors = agg[agg["real_data"]].drop_duplicates("num_samples")
+    entries = agg[~agg["real_data"]].sort_values("value", ascending=not higher, kind="stable").reset_index(drop=True)
+    bounds = [interval_of(row) for _, row in entries.iterrows()]
+    front = set(pareto_frontier(entries["sample_gflops"], entries["value"], higher_is_better=higher,
+                                low=entries["low"], high=entries["high"]).tolist())
+    # "=": tied with the entry above (overlapping intervals)
+    entries["rank"] = [("=" if i and overlaps(bounds[i], bounds[i - 1]) else "") + str(i + 1) for i in range(len(entries))]
+    entries["Pareto"] = ["*" if i in front else "" for i in range(len(entries))]
+    floors = floors.assign(rank="-", Pareto="")
+    rows = pd.concat([floors, entries], ignore_index=True)
+    df = pd.DataFrame({
+        "rank": rows["rank"], "model": rows["model"], "run": rows["run"], "eval": rows["eval"],
+        "suite": rows["suite"], metric: rows["value"], "95% interval / seeds": rows.apply(format_estimate, axis=1),
+        "low": rows["low"], "high": rows["high"], "seeds": rows["seeds"],
+        "sample GFLOPs": rows["sample_gflops"], "train TF/iter": rows["train_tflops_per_iter"],
+        "samples": rows["num_samples"], "code": rows["code"], "Pareto": rows["Pareto"],
+    })
     return board, df
 
 
@@ -70,13 +97,16 @@ def write_leaderboard(name: str, out, dest) -> list[Path]:
     arrow = "higher is better" if HIGHER_IS_BETTER.get(board["metric"], False) else "lower is better"
     title = f"Leaderboard {name}: {board['metric']} ({arrow})"
     protocol = ", ".join(f"{k}={v}" for k, v in board.get("protocol", {}).items())
-    md = f"# {title}\n\nProtocol: {protocol}. `*` marks the compute-quality Pareto frontier (sample FLOPs vs metric).\n\n"
+    legend = ("Ranked by value (mean over training seeds). Rank `=k`: the entry's 95% interval overlaps the one "
+              "above, so the two are tied. `*` marks the compute-quality Pareto frontier (sample "
+              "FLOPs vs metric; dominated only where the intervals do not overlap). Rank `-`: real training data "
+              "under the same protocol, the floor. Intervals: docs/intervals.md.")
+    md = f"# {title}\n\nProtocol: {protocol}. {legend}\n\n"
     md += df.to_markdown(index=False, floatfmt=".4g") + "\n"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd}"
             "</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>Protocol: {html.escape(protocol)}. "
-            "<code>*</code> marks the compute-quality Pareto frontier.</p>"
+            f"<h1>{html.escape(title)}</h1><p>Protocol: {html.escape(protocol)}. {html.escape(legend)}</p>"
             + df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0) + "</body></html>")
     dest = Path(dest)
     paths = [dest / f"{name}.md", dest / f"{name}.html"]

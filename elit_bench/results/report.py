@@ -1,38 +1,96 @@
-"""Tables (Markdown, LaTeX), figures (seaborn, PNG + SVG) and leaderboards, generated from records.
+"""Tables (Markdown, LaTeX), figures (seaborn, PNG + SVG) and sample contact sheets, generated from records.
 
 A suite's `report` says what to draw:
 
     report: {kind: table}                                   # the paper's layout, ours beside theirs
     report: {kind: plot, x: sample_gflops, y: fid, hue: run, style: guidance, frontier: true}
+    report: {kind: table, rho: {LOW-COMPUTE RUN: HIGH-COMPUTE RUN, ...}}   # Table 6: rho from our records
 
 Tables put each published number (suite `paper: {table, setting}`) next to
 ours with the relative change; runs map to published rows by `paper_row`
-and evaluations to published columns by `paper_guidance`.
+and evaluations to published columns by `paper_guidance`. Every number
+carries its 95% interval, records of several training seeds show their
+mean, std and each seed, and a suite's `real data` record (the floor of a
+digits suite) is the first row of its table and a line on its figure.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from elit_bench.checkpoint import atomic_write
 from elit_bench.errors import UserError
-from elit_bench.metrics.frontier import HIGHER_IS_BETTER, pareto_frontier
-from elit_bench.results.records import load_records, published, records_frame
+from elit_bench.metrics.floor import REAL_DATA_LABEL
+from elit_bench.metrics.frontier import HIGHER_IS_BETTER, pareto_frontier, rho
+from elit_bench.results.records import (
+    aggregate_seeds,
+    format_estimate,
+    load_records,
+    published,
+    records_frame,
+)
 
 METRIC_LABELS = {"fid": "FID", "fdd": "FDD", "fvd": "FVD", "is_mean": "IS", "sfid": "sFID", "precision": "Prec.",
-                 "recall": "Rec.", "digits_fd": "FD(digits)", "digits_acc": "Acc(digits)", "tf": "TF"}
+                 "recall": "Rec.", "digits_fd": "FD(digits)", "digits_acc": "Acc(digits)", "tf": "TF",
+                 "rho_fid": "rho(FID)", "rho_fdd": "rho(FDD)", "rho_is": "rho(IS)", "rho_fvd": "rho(FVD)",
+                 "rho_digits_fd": "rho(FD digits)", "rho_digits_acc": "rho(Acc digits)"}
 # a metric name of `metrics.names` -> the record key its column shows (columns follow the suite's order)
 METRIC_OF_KEY = {"is": "is_mean", "pr": "precision", "kid": "kid_mean"}
+CELL_NOTE = ("Cells: value ± half-width of its 95% interval, or value [low, high] where the interval is not centred "
+             "on the value (Frechet distances: a basic bootstrap interval for the distance itself, which sits below "
+             "the biased plug-in value); with several training seeds, mean ± sd over seeds, then each seed. "
+             "Methods: docs/intervals.md.")
+CONTACT_SHEET = "samples.png"
+
+
+def rho_key(metric: str) -> str:
+    """The published name of a metric's rho column (rho_is for is_mean)."""
+    return "rho_" + {"is_mean": "is"}.get(metric, metric)
+
+
+def rho_rows(pairs: dict, agg: pd.DataFrame) -> pd.DataFrame:
+    """rho (paper App. C) of every low-compute run against its high-compute run, per evaluation and metric.
+
+    pairs: {low run label: high run label}. FLOPs are training TFLOPs per iteration (Table 6's TF);
+    values are the runs' means over seeds. The high-compute run gets rho 1. The interval is the range
+    of rho as each metric moves within its own interval (conservative: both ends at once).
+    """
+    rows = []
+    quality = agg[agg["metric"].isin(HIGHER_IS_BETTER)]
+    for low_run, high_run in pairs.items():
+        for (ev, metric), lo in quality[quality["run"] == low_run].groupby(["eval", "metric"], sort=False):
+            hi = quality[(quality["run"] == high_run) & (quality["eval"] == ev) & (quality["metric"] == metric)]
+            if hi.empty:
+                continue
+            lo, hi = lo.iloc[0], hi.iloc[0]
+            higher = HIGHER_IS_BETTER[metric]
+            tf_hi, tf_lo = hi["train_tflops_per_iter"], lo["train_tflops_per_iter"]
+            value = rho(hi["value"], lo["value"], tf_hi, tf_lo, higher_is_better=higher)
+            # metric ratio M_low / M_high (lower is better) or M_high / M_low, each side within its interval
+            num, den = (lo, hi) if not higher else (hi, lo)
+            with np.errstate(divide="ignore"):
+                ends = (np.float64(num["low"]) / den["high"], np.float64(num["high"]) / den["low"])
+            rows.append({**lo.to_dict(), "metric": rho_key(metric), "value": value, "std": math.nan,
+                         "low": ends[0] * tf_lo / tf_hi, "high": ends[1] * tf_lo / tf_hi,
+                         "method": "range-over-intervals", "seeds": 1, "per_seed": [], "grids": []})
+            rows.append({**hi.to_dict(), "metric": rho_key(metric), "value": 1.0, "std": math.nan, "low": math.nan,
+                         "high": math.nan, "method": None, "seeds": 1, "per_seed": [], "grids": []})
+    return pd.DataFrame(rows).drop_duplicates(["run", "eval", "metric"]) if rows else pd.DataFrame()
 
 
 def comparison(suite, frame: pd.DataFrame) -> pd.DataFrame:
-    """Ours and published side by side: one row per (run, eval, metric) with the relative change."""
+    """Ours (aggregated over seeds, rho added) and published side by side: a row per (run, eval, metric)."""
     if frame.empty:
         raise UserError(f"no records for suite {suite.name!r}: run `elit-bench run {suite.name}` first")
-    ours = frame.copy()
+    ours = aggregate_seeds(frame)
+    if suite.report.get("rho"):
+        ours = pd.concat([ours, rho_rows(suite.report["rho"], ours)], ignore_index=True)
     paper = suite.paper
     if paper.get("table"):
         pub = published(paper["table"]).rename(columns={"row": "paper_row", "guidance": "paper_guidance",
@@ -50,60 +108,95 @@ def comparison(suite, frame: pd.DataFrame) -> pd.DataFrame:
     return ours
 
 
-def _cell(value, paper, change) -> str:
+def _cell(text: str, paper, change) -> str:
     if pd.isna(paper):
-        return f"{value:.4g}"
-    return f"{value:.4g} ({paper:.4g}, {change:+.0f}%)"
+        return text
+    return f"{text} ({paper:.4g}, {change:+.0f}%)"
 
 
-def render_table(suite, frame: pd.DataFrame) -> tuple[str, str]:
+def _number(value) -> str:
+    return "-" if pd.isna(value) else f"{value:.4g}"
+
+
+def _floors_per_eval(cmp: pd.DataFrame) -> pd.DataFrame:
+    """Wide layout: the real-data row under every evaluation column scored at its sample count."""
+    floors, others = cmp[cmp["real_data"]], cmp[~cmp["real_data"]]
+    evals = others.drop_duplicates("eval")[["eval", "num_samples"]]
+    spread = floors.drop(columns="eval").merge(evals, on="num_samples")
+    return pd.concat([spread, others], ignore_index=True)
+
+
+def _grid_links(grids, dest: Path) -> str:
+    return " ".join(f"[grid]({Path(os.path.relpath(g, dest)).as_posix()})" for g in grids if Path(g).is_file())
+
+
+def render_table(suite, frame: pd.DataFrame, dest: Path | None = None) -> tuple[str, str]:
     """(Markdown, LaTeX). Layout "wide" (the paper's: a row per run, a column per metric and evaluation;
-    the default when the suite names a paper table) or "long" (a row per run and evaluation)."""
+    the default when the suite names a paper table) or "long" (a row per run and evaluation).
+    With `dest` (where the Markdown goes) the long layout links each evaluation's sample grid."""
     cmp = comparison(suite, frame)
-    cmp["cell"] = [_cell(v, p, c) for v, p, c in zip(cmp["value"], cmp["paper"], cmp["change_pct"])]
+    cmp["cell"] = [_cell(format_estimate(r), r["paper"], r["change_pct"]) for _, r in cmp.iterrows()]
     cmp["label"] = cmp["metric"].map(lambda m: METRIC_LABELS.get(m, m))
     # rows and columns in the suite's order: runs and evaluations as written, metrics as the paper prints them
     specs = suite.runs(cmp["scale"].iloc[0], strict_variables=False)
-    run_rank = {r.label: i for i, r in enumerate(specs)}
+    run_rank = {REAL_DATA_LABEL: -1, **{r.label: i for i, r in enumerate(specs)}}
     # wide columns: evaluations in first-seen order; long rows: each run's own evaluation order
     eval_rank = {label: i for i, label in enumerate(dict.fromkeys(e.label for r in specs for e in r.evals))}
     run_eval_rank = {(r.label, e.label): i for r in specs for i, e in enumerate(r.evals)}
     names = [n for r in specs for e in r.evals for n in e.metrics.get("names", [])]
     metric_rank = {m: i for i, m in enumerate(dict.fromkeys([METRIC_OF_KEY.get(n, n) for n in names] + list(METRIC_LABELS)))}
+    layout = suite.report.get("layout", "wide" if suite.paper.get("table") else "long")
+    if layout == "wide":
+        cmp = _floors_per_eval(cmp)
     cmp = cmp.assign(_r=cmp["run"].map(run_rank), _e=cmp["eval"].map(eval_rank),
                      _re=[run_eval_rank.get(k) for k in zip(cmp["run"], cmp["eval"])],
                      _m=cmp["metric"].map(lambda m: metric_rank.get(m, len(metric_rank))))
     runs = list(dict.fromkeys(cmp.sort_values(["_r"], kind="stable")["run"]))
-    layout = suite.report.get("layout", "wide" if suite.paper.get("table") else "long")
     if layout == "wide":
         cmp["column"] = cmp["label"] + " " + cmp["eval"]
         order = list(dict.fromkeys(cmp.sort_values(["_m", "_e"], kind="stable")["column"]))
         table = cmp.pivot_table(index="run", columns="column", values="cell", aggfunc="first")[order].reindex(runs)
         tf = cmp.groupby("run", sort=False).agg(tf=("train_tflops_per_iter", "first"), paper_tf=("paper_tf", "first"))
-        table.insert(0, "TF/iter", [_cell(t, p, 100 * (t - p) / p)
+        table.insert(0, "TF/iter", [_cell(_number(t), p, 100 * (t - p) / p)
                                     for t, p in zip(tf.loc[runs, "tf"], tf.loc[runs, "paper_tf"])])
     else:
         order = list(dict.fromkeys(cmp.sort_values(["_m"], kind="stable")["label"]))
         table = cmp.pivot_table(index=["run", "eval"], columns="label", values="cell", aggfunc="first")[order]
         table = table.reindex(list(dict.fromkeys(zip(*cmp.sort_values(["_r", "_re"], kind="stable")[["run", "eval"]].T.values))))
         compute = cmp.groupby(["run", "eval"], sort=False).agg(gf=("sample_gflops", "first"),
-                                                               tf=("train_tflops_per_iter", "first"))
-        table.insert(0, "sample GFLOPs", compute.loc[table.index, "gf"].map(lambda v: f"{v:.4g}").to_numpy())
-        table.insert(0, "train TF/iter", compute.loc[table.index, "tf"].map(lambda v: f"{v:.4g}").to_numpy())
+                                                               tf=("train_tflops_per_iter", "first"),
+                                                               grids=("grids", "first"))
+        table.insert(0, "sample GFLOPs", compute.loc[table.index, "gf"].map(_number).to_numpy())
+        table.insert(0, "train TF/iter", compute.loc[table.index, "tf"].map(_number).to_numpy())
+        if dest is not None:
+            table["samples"] = [_grid_links(g, Path(dest)) for g in compute.loc[table.index, "grids"]]
     table = table.fillna("-")
-    note = (f"Cells: ours (published, relative change). Source: {suite.paper.get('table')} "
-            f"{suite.paper.get('setting') or ''} of the ELIT paper (baselines/published_results.csv)."
+    note = (f"Published: {suite.paper.get('table')} {suite.paper.get('setting') or ''} of the ELIT paper "
+            "(baselines/published_results.csv), in parentheses with our relative change."
             if suite.paper.get("table") else "No published counterpart: cells are ours.")
+    if frame["real_data"].any():
+        note += (f" First row: {REAL_DATA_LABEL}, real training digits scored like a sample set at the same count "
+                 "against the same held-out reference: the floor of this protocol.")
+    if suite.report.get("rho"):
+        note += (" rho: computed from our records (training TF per iteration, mean over seeds); its interval is its "
+                 "range as each metric moves within its 95% interval.")
     samples = sorted({int(n) for n in frame["num_samples"].dropna()})
     header = f"# {suite.title}\n\nscale: {', '.join(sorted(frame['scale'].unique()))}; samples per set: {samples}\n\n"
+    if dest is not None and (Path(dest) / CONTACT_SHEET).is_file():
+        header += f"Samples of every evaluation: [{CONTACT_SHEET}]({CONTACT_SHEET})\n\n"
     shown = table.reset_index() if layout != "wide" else table
-    md = header + shown.to_markdown(index=layout == "wide") + f"\n\n{note}\n"
-    latex = table.to_latex(escape=True, caption=suite.title, label=f"tab:{suite.name}")
+    md = header + shown.to_markdown(index=layout == "wide") + f"\n\n{note} {CELL_NOTE}\n"
+    latex = table.drop(columns="samples", errors="ignore").to_latex(escape=True, caption=suite.title,
+                                                                    label=f"tab:{suite.name}")
     return md, latex
 
 
 def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
-    """The suite's figure with seaborn, saved as PNG and SVG."""
+    """The suite's figure with seaborn, saved as PNG and SVG.
+
+    Points are means over training seeds with their 95% interval as a vertical bar, each seed a
+    faint dot beside it; the real-data floor is a dotted line with its interval shaded.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,28 +215,45 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
         if not held:
             raise UserError(f"no {y!r} values in the records of suite {suite.name!r}")
         y, ylabel = held[0], METRIC_LABELS.get(held[0], held[0])
-    data = frame[frame["metric"] == y].copy()
-    data = data.rename(columns={"value": y})
+    agg = aggregate_seeds(frame)
+    floors = agg[agg["real_data"] & (agg["metric"] == y)]
+    data = agg[~agg["real_data"] & (agg["metric"] == y)].rename(columns={"value": y})
     if x not in frame.columns:  # x is a measured quantity too (Fig. 9's GFLOPs, Fig. 10's tokens): same record's
         record = ["suite", "scale", "run", "eval"]
-        xs = frame[frame["metric"] == x][record + ["value"]].rename(columns={"value": x})
+        xs = agg[agg["metric"] == x][record + ["value"]].rename(columns={"value": x})
         if xs.empty:
             raise UserError(f"no {x!r} values in the records of suite {suite.name!r} (the figure's x axis)")
         data = data.merge(xs, on=record)
+    data = data.sort_values(x)
+    hue = spec.get("hue", "series")
+    palette = dict(zip(dict.fromkeys(data[hue]), sns.color_palette(n_colors=data[hue].nunique())))
     fig, ax = plt.subplots(figsize=(6, 4.2))
     style = spec.get("style")
     # one marker shape per style level: a level with a single point (e.g. one CFG set) draws no line
     marks = {"style": style, "markers": True} if style else {"marker": "o"}
-    sns.lineplot(data=data.sort_values(x), x=x, y=y, hue=spec.get("hue", "series"), ax=ax, **marks)
+    sns.lineplot(data=data, x=x, y=y, hue=hue, palette=palette, errorbar=None, ax=ax, **marks)
+    colours = data[hue].map(palette)
+    ax.vlines(data[x], data["low"], data["high"], colors=list(colours), lw=1.2, alpha=0.8)
+    for (_, row), colour in zip(data.iterrows(), colours):
+        if row["seeds"] > 1:
+            ax.scatter([row[x]] * row["seeds"], [v for _, v, _, _ in row["per_seed"]], s=8, color=colour, alpha=0.4)
+    for _, floor in floors.iterrows():
+        ax.axhline(floor["value"], ls=":", c="0.35", lw=1.2, label=f"{REAL_DATA_LABEL} (n={floor['num_samples']})")
+        if not math.isnan(floor["low"]):
+            ax.axhspan(floor["low"], floor["high"], color="0.35", alpha=0.12, lw=0)
     if spec.get("logx"):
         ax.set_xscale("log")
     if spec.get("frontier", False):
-        front = data.iloc[pareto_frontier(data[x], data[y], higher_is_better=HIGHER_IS_BETTER.get(y, False))]
+        # dominated only where the intervals do not overlap (docs/intervals.md)
+        idx = pareto_frontier(data[x], data[y], higher_is_better=HIGHER_IS_BETTER.get(y, False),
+                              low=data["low"], high=data["high"])
+        front = data.iloc[idx]
         ax.plot(front[x], front[y], ls="--", c="k", lw=1, label="Pareto frontier")
+    if spec.get("frontier", False) or not floors.empty:
         ax.legend(fontsize=8)
     ax.set_xlabel(spec.get("xlabel", x))
     ax.set_ylabel(ylabel)
-    ax.set_title(textwrap.fill(suite.title, 70), fontsize=9)
+    ax.set_title(textwrap.fill(suite.title + " (bars: 95% intervals)", 70), fontsize=9)
     fig.tight_layout()
     paths = []
     for ext in ("png", "svg"):
@@ -154,16 +264,60 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
     return paths
 
 
+def write_contact_sheet(suite, frame: pd.DataFrame, path: Path, columns: int = 6) -> Path | None:
+    """One tile per sample set (the real data first): its grid.png, drawn from samples.npz where missing.
+
+    Returns the path, or None when no record has samples on disk.
+    """
+    from elit_bench.sampling.generate import ensure_grid
+
+    if frame.empty:
+        return None
+    sets = frame.drop_duplicates(["run_id", "eval_id"]).sort_values("real_data", ascending=False, kind="stable")
+    tiles = []
+    for _, row in sets.iterrows():
+        grid = ensure_grid(row["grid"].parent) if row["grid"] is not None else None
+        if grid is not None:
+            seed = "" if pd.isna(row["seed"]) else f"\nseed {int(row['seed'])}"
+            tiles.append((grid, f"{row['run']}\n{row['eval']}{seed}"))
+    if not tiles:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    cols = min(columns, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (grid, title) in zip(axes.flat, tiles):
+        with Image.open(grid) as image:
+            ax.imshow(np.asarray(image.convert("RGB")), interpolation="nearest")
+        ax.set_title(title, fontsize=7)
+    fig.suptitle(textwrap.fill(f"{suite.title}: samples", 90), fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
 def write_table(suite, frame: pd.DataFrame, dest: Path) -> tuple[str, list[Path]]:
-    """DEST/table.md and DEST/table.tex; returns the Markdown and the paths."""
-    md, latex = render_table(suite, frame)
-    paths = [atomic_write(Path(dest) / name, lambda tmp, text=text: Path(tmp).write_text(text))
+    """DEST/samples.png (the contact sheet, when there are samples), DEST/table.md and DEST/table.tex;
+    returns the Markdown and the paths."""
+    dest = Path(dest)
+    sheet = write_contact_sheet(suite, frame, dest / CONTACT_SHEET)
+    md, latex = render_table(suite, frame, dest)
+    paths = [atomic_write(dest / name, lambda tmp, text=text: Path(tmp).write_text(text))
              for name, text in (("table.md", md), ("table.tex", latex))]
-    return md, paths
+    return md, paths + ([sheet] if sheet else [])
 
 
 def write_report(suite, out, scale: str | None = None, dest: Path | None = None) -> list[Path]:
-    """Table (always) and figure (when the suite has one) under DEST (default OUT/<suite>/<scale>/report)."""
+    """Table and contact sheet (always) and figure (when the suite has one) under DEST
+    (default OUT/<suite>/<scale>/report)."""
     frame = records_frame(load_records(out, suite.name, scale))
     if frame.empty:
         raise UserError(f"no records for suite {suite.name!r} under {str(out)!r}: run `elit-bench run {suite.name}`")
