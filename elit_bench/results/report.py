@@ -49,6 +49,9 @@ CELL_NOTE = ("Cells: value ± half-width of its 95% interval, or value [low, hig
 CONTACT_SHEET = "samples.png"
 
 
+NOT_COMPARABLE = "†"  # marks a published number measured under another protocol
+
+
 def rho_key(metric: str) -> str:
     """The published name of a metric's rho column (rho_is for is_mean)."""
     return "rho_" + {"is_mean": "is"}.get(metric, metric)
@@ -98,19 +101,26 @@ def comparison(suite, frame: pd.DataFrame) -> pd.DataFrame:
         # a run's published setting: its own (e.g. 512px rows of Table 5a) or the suite's
         ours["paper_setting"] = ours["paper_setting"].fillna(paper.get("setting", ""))
         keys = ["paper_row", "paper_setting", "paper_guidance", "metric"]
-        ours = ours.merge(pub[keys + ["paper"]], on=keys, how="left")
+        ours = ours.merge(pub[keys + ["paper", "samples"]].rename(columns={"samples": "paper_samples"}), on=keys,
+                          how="left")
         tf = pub[pub["metric"] == "tf"][["paper_row", "paper_setting", "paper"]].rename(columns={"paper": "paper_tf"})
         ours = ours.merge(tf, on=["paper_row", "paper_setting"], how="left")
     else:
         ours["paper"] = float("nan")
         ours["paper_tf"] = float("nan")
-    ours["change_pct"] = 100 * (ours["value"] - ours["paper"]) / ours["paper"]
+        ours["paper_samples"] = float("nan")
+    # a difference only under the same protocol: same metric (extractor), same number of samples
+    paper_samples = pd.to_numeric(ours["paper_samples"], errors="coerce")
+    ours["comparable"] = paper_samples.isna() | (paper_samples == ours["num_samples"])
+    ours["change_pct"] = (100 * (ours["value"] - ours["paper"]) / ours["paper"]).where(ours["comparable"])
     return ours
 
 
 def _cell(text: str, paper, change) -> str:
     if pd.isna(paper):
         return text
+    if pd.isna(change):  # another protocol: both numbers, no difference (footnote)
+        return f"{text} (paper {paper:.4g}{NOT_COMPARABLE})"
     return f"{text} ({paper:.4g}, {change:+.0f}%)"
 
 
@@ -174,6 +184,12 @@ def render_table(suite, frame: pd.DataFrame, dest: Path | None = None) -> tuple[
     note = (f"Published: {suite.paper.get('table')} {suite.paper.get('setting') or ''} of the ELIT paper "
             "(baselines/published_results.csv), in parentheses with our relative change."
             if suite.paper.get("table") else "No published counterpart: cells are ours.")
+    apart = cmp[cmp["paper"].notna() & ~cmp["comparable"]]
+    if not apart.empty:
+        counts = ", ".join(f"{int(o)} here vs {int(p)} in the paper" for o, p in
+                           apart[["num_samples", "paper_samples"]].drop_duplicates().itertuples(index=False))
+        note += (f" {NOT_COMPARABLE} Not comparable: other protocol (samples per set: {counts}), so both numbers are "
+                 "shown and no difference.")
     if frame["real_data"].any():
         note += (f" First row: {REAL_DATA_LABEL}, real training digits scored like a sample set at the same count "
                  "against the same held-out reference: the floor of this protocol.")
