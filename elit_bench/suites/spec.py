@@ -307,13 +307,20 @@ def resolve_relative(runs: list[RunSpec], base_train: dict, where: str) -> None:
                 raise UserError(f"{where}: run {run.label!r}: train.{key}.match_flops names {spec['match_flops']!r}, "
                                 f"which must be another run with a number or {{times: F}} there; runs: "
                                 f"{', '.join(by_label)}")
-            ref_tf = expected_train_tflops(*run_model(ref.train))
-            ref_cfg = fill_defaults(ref.train)
+            ref_cfg = fill_defaults(ref.train, "train", f"{where}, run {ref.label!r}: ")
             probe = {**run.train, key: ref_cfg[key]}
-            tf = expected_train_tflops(*run_model(probe))
+            ref_tf, tf = _train_tflops(ref.train, f"{where}, run {ref.label!r}: "), \
+                _train_tflops(probe, f"{where}, run {run.label!r}: ")
             # batch: FLOPs per iteration scale with it; steps (at this run's batch): total FLOPs scale with them
             run.train[key] = max(1, round(ref_cfg[key] * ref_tf / tf))
             run.unmatched.setdefault(key, f"matches the training FLOPs of {ref.label!r}")
+
+
+def _train_tflops(train: dict, where: str) -> float:
+    try:
+        return expected_train_tflops(*run_model(train))
+    except UserError as exc:
+        raise UserError(f"{where}{exc}") from None
 
 
 def check_ratios(runs: list[RunSpec], where: str) -> None:

@@ -229,7 +229,8 @@ class Trainer:
     def run(self) -> dict:
         cfg, main = self.cfg, self.dist.is_main
         start, total = self.step, cfg["steps"]
-        writer = Tracker(cfg["out"], cfg["logger"], cfg, purge_step=start or None) if main else None
+        # on resume, drop events logged past the checkpoint (they are replayed); those at its step (evals) stay
+        writer = Tracker(cfg["out"], cfg["logger"], cfg, purge_step=start + 1 if start else None) if main else None
         bar = tqdm(total=total, initial=start, unit="step", desc="train", dynamic_ncols=True,
                    disable=not (main and cfg["progress"]))
         losses, budgets, batches, pending = [], [], [], []
