@@ -49,10 +49,13 @@ def record_data(record: dict) -> dict:
 
 
 def grid_path(record: dict) -> Path | None:
-    """The grid.png of a record's sample set (evals/<eval id>/ beside records/), None for a record not read from disk."""
+    """The grid.png of a record's sample set (evals/<eval id>/step-<N>/ or evals/<eval id>/ beside records/), None
+    for a record not read from disk."""
     if "record_path" not in record:
         return None
-    return Path(record["record_path"]).parents[1] / "evals" / record["eval_id"] / "grid.png"
+    evals = Path(record["record_path"]).parents[1] / "evals" / record["eval_id"]
+    drawn = evals / f"step-{record.get('train_step')}" / "grid.png"  # a suite run's set: one per checkpoint step
+    return drawn if drawn.is_file() else evals / "grid.png"
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
@@ -92,7 +95,7 @@ def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
     value: the mean over seeds; std: their sample std (NaN for one seed); seeds: how many;
     low / high: the record's own interval for one seed, a t interval of the mean over seeds
     otherwise (method "t-over-seeds"); per_seed: [(seed, value, low, high)] in seed order;
-    grids: every seed's grid.png. A seed recorded twice counts once (the first record).
+    grids: [(seed, its grid.png)]. A seed recorded twice counts once (the first record).
     Other columns are taken from the first seed.
     """
     if frame.empty:
@@ -103,7 +106,7 @@ def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
         row = group.iloc[0].to_dict()
         values = group["value"].to_numpy(dtype=float)
         row["per_seed"] = list(zip(group["seed"], values, group["low"], group["high"]))
-        row["grids"] = [g for g in group["grid"] if g is not None]
+        row["grids"] = [(seed, g) for seed, g in zip(group["seed"], group["grid"]) if g is not None]
         row["seeds"] = len(values)
         row["std"] = float(values.std(ddof=1)) if len(values) > 1 else NAN
         if len(values) > 1:
