@@ -216,23 +216,6 @@ def convert(src, fmt: str, model_name: str, overrides: dict | None = None, weigh
 
 
 # ---------------------------------------------------------------- CLI
-def parse_set(items) -> dict:
-    import yaml
-
-    out = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {item!r} must look like key=value, e.g. input_size=32")
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise UserError(f"--set {item!r}: the value is not valid YAML ({exc.problem})") from exc
-        if isinstance(out[key], list):
-            out[key] = tuple(out[key])
-    return out
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "convert", help="import an official ELIT / SiT checkpoint as a harness checkpoint",
@@ -257,7 +240,9 @@ def register(sub) -> None:
 def main(args) -> int:
     data = ({"kind": "pixels"} if args.pixels else
             {"kind": "latents", "autoencoder": {"path": args.autoencoder, "scaling_factor": args.scaling_factor}})
-    ckpt = convert(args.src, args.format, args.model, parse_set(args.set), args.weights, data)
+    from elit_bench.models.cli import parse_overrides
+
+    ckpt = convert(args.src, args.format, args.model, parse_overrides(args.set or []), args.weights, data)
     save_checkpoint(args.out, ckpt)
     src = ckpt["config"]["converted_from"]
     print(f"wrote {args.out}: {args.model} {ckpt['config']['model_kwargs']} from {args.format} "

@@ -152,8 +152,10 @@ PAPER_CONFIGS = {
     "dit_xl_2x4": ("DiT-XL/2x4", {}, None),
     "elit_dit_xl_25": ("ELIT-DiT-XL/2", {"latents_per_group": 16}, None),
     "hdit_small": ("HDiT-XL/2", {"depth": 14}, None),
-    "sit_xl": ("DiT-XL/2", {}, None),
-    "elit_sit_xl": ("ELIT-DiT-XL/2", {}, None),
+    "sit_xl": ("SiT-XL/2", {}, None),
+    "elit_sit_xl": ("ELIT-SiT-XL/2", {}, None),
+    # the README's 127 / 536 TF is the paper's compute path (Read and Write on kept latents, 4-20-4),
+    # not its own code's (Read on all latents, 8-16-4: 139.2 / 605.2 TF)
     "elit_sit_xl_mb": ("ELIT-DiT-XL/2", {}, MB),
 }
 # Table 4: the guidance pass of CCFG keeps 1/16 of the latents; the paper does not print J_w,
@@ -201,6 +203,36 @@ def paper_compute_rows(baselines_csv) -> list[dict]:
                 "tf_diff_pct": relative_diff(tf, float(published)), "tolerance_pct": float(rec["tolerance_pct"]),
                 "params_rounds_to_paper": count_rounds_to(params, rec["params"]), "source": rec["source"],
             })
+    return rows
+
+
+def official_code_rows(csv_path) -> list[dict]:
+    """The released code's own FLOPs file (one CFG pair of ELIT-SiT-XL/2), ours beside it.
+
+    Budgets there are fractions of J; its CCFG row guides at `guide_budget` of J.
+    """
+    import pandas as pd
+
+    from elit_bench.flow.guidance import guidance_flops_ratio
+    from elit_bench.models import create_model
+
+    rows, models = [], {}
+    for rec in pd.read_csv(csv_path).to_dict("records"):
+        key = (rec["model"], int(rec["resolution"]))
+        if key not in models:
+            with torch.device("meta"):
+                models[key] = create_model(rec["model"], resolution=key[1])
+        model = models[key]
+        J = model.max_budget
+        budget = round(rec["budget"] * J)
+        pair = 2 * forward_flops(model, budget)
+        guide = None
+        if rec["mode"] == "CCFG":
+            guide = round(rec["guide_budget"] * J)
+            pair *= guidance_flops_ratio(model, "ccfg", budget, guide)
+        rows.append({"model": rec["model"], "resolution": key[1], "mode": rec["mode"], "budget": budget,
+                     "guide_budget": guide, "gflops": pair / 1e9, "gflops_official": rec["gflops_per_cfg_pair"],
+                     "diff_pct": relative_diff(pair / 1e9, rec["gflops_per_cfg_pair"])})
     return rows
 
 

@@ -19,12 +19,14 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from elit_bench.checkpoint import load_checkpoint, model_from_checkpoint
 from elit_bench.cli import main as cli
-from elit_bench.flops import FLOPS_PER_MAC, forward_flops
+from elit_bench.convert import file_sha256
+from elit_bench.flops import forward_flops
 from elit_bench.flow.guidance import Guidance, GuidedVelocity, build_plan, guidance_flops_ratio
 from elit_bench.flow.sampling import solve, time_grid
 from elit_bench.models import create_model
@@ -189,14 +191,14 @@ def official_flops():
     return json.loads((ORACLE / "elit-official" / "multibudget_flops.json").read_text())
 
 
-def test_flops_match_the_official_file(oracle):
-    # the released file: GFLOPs of one CFG pair (batch 2) of ELIT-SiT-XL/2 at 256 px, FLOPs = 2 x MACs
-    with torch.device("meta"):
-        model = create_model("ELIT-SiT-XL/2", resolution=256)
+def test_flops_match_the_official_file(oracle, capsys):
+    # the released file: GFLOPs of one CFG pair (batch 2) of ELIT-SiT-XL/2 at 256 px, FLOPs = 2 x MACs;
+    # catches: Read or Write counted on the kept latents only, a wrong block split, a missing adaLN
     for row in official_flops():
         J = round(row["budget"] * 16)
-        ours = 2 * forward_flops(model, J)
-        assert ours == pytest.approx(row["flops_per_forward"], rel=0.005), J
+        assert cli(["flops", "ELIT-SiT-XL/2", "--resolution", "256", "--budget", str(J), "--json"]) == 0
+        ours = 2 * json.loads(capsys.readouterr().out)["forward_gflops"]
+        assert ours == pytest.approx(row["gflops_per_forward"], rel=0.005), J
 
 
 def test_ccfg_flops_match_the_official_file(oracle):
@@ -207,4 +209,69 @@ def test_ccfg_flops_match_the_official_file(oracle):
     cfg_pair = 2 * forward_flops(model, 16)
     ours = guidance_flops_ratio(model, "ccfg", 16, 2) * cfg_pair / 1e9  # guide budget 1/8 = 2 of 16
     assert ours == pytest.approx(ccfg, rel=0.005)
-    assert FLOPS_PER_MAC == 2
+
+
+# ---------------------------------------------------------------- end-to-end CLI and bad input
+def test_converted_checkpoint_samples_through_the_cli(oracle, tmp_path):
+    # a pixel-space SiT, so `elit-bench sample` decodes without an autoencoder; the record names the source
+    official = randomise(oracle.sit["SiT-S/2"](input_size=8, in_channels=3, num_classes=1000, qk_norm=False), 5)
+    src = save_official(tmp_path, official)
+    out = tmp_path / "sit.pt"
+    assert cli(["convert", str(src), "--format", "elit-official", "--model", "SiT-S/2", "--pixels",
+                "--out", str(out)]) == 0
+    assert cli(["sample", str(out), "--num", "4", "--steps", "3", "--guidance", "cfg", "--scale", "1.0",
+                "--out", str(tmp_path / "samples"), "--no-progress"]) == 0
+    record = json.loads((tmp_path / "samples" / "samples.json").read_text())
+    source = record["converted_from"]
+    assert source["format"] == "elit-official" and source["sha256"] == file_sha256(src)
+    assert record["checkpoint_step"] == 1234 and record["num_samples"] == 4
+    with np.load(tmp_path / "samples" / "samples.npz") as f:
+        assert f["arr_0"].shape == (4, 8, 8, 3) and f["arr_0"].dtype == np.uint8
+
+
+def _convert_fails(capsys, src, out, model, *extra) -> str:
+    out.write_bytes(b"earlier file")
+    code = cli(["convert", str(src), "--format", "elit-official", "--model", model, "--out", str(out), *extra])
+    assert code == 2
+    assert out.read_bytes() == b"earlier file"  # nothing written over it
+    return capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def elit_file(oracle, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    return save_official(tmp, oracle.elit["ELIT-SiT-S/2"](**OFFICIAL_KW, **ELIT_KW))
+
+
+def test_wrong_size_names_the_first_mismatched_key(elit_file, tmp_path, capsys):
+    err = _convert_fails(capsys, elit_file, tmp_path / "o.pt", "ELIT-SiT-B/2")
+    assert "'x_embedder.proj.weight'" in err and "(384, 16)" in err and "(768, 16)" in err
+
+
+def test_wrong_family_names_the_key(elit_file, tmp_path, capsys):
+    err = _convert_fails(capsys, elit_file, tmp_path / "o.pt", "SiT-S/2")
+    assert "input_token_editor" in err
+
+
+def test_unknown_model_and_wrong_input_size(elit_file, tmp_path, capsys):
+    assert "unknown model 'ELIT-SiT-Q/2'" in _convert_fails(capsys, elit_file, tmp_path / "o.pt", "ELIT-SiT-Q/2")
+    err = _convert_fails(capsys, elit_file, tmp_path / "o.pt", "ELIT-SiT-S/2", "--set", "input_size=32")
+    assert "latent_pos_embed" in err or "pos_embed" in err
+
+
+def test_extra_source_key_is_an_error(oracle, tmp_path, capsys):
+    state = oracle.sit["SiT-S/2"](**OFFICIAL_KW).state_dict()
+    state["blocks.0.attn.extra.weight"] = torch.zeros(3)
+    src = tmp_path / "extra.pt"
+    torch.save(state, src)
+    assert "blocks.0.attn.extra.weight" in _convert_fails(capsys, src, tmp_path / "o.pt", "SiT-S/2")
+
+
+class Payload:  # any object beyond argparse.Namespace must not be unpickled
+    pass
+
+
+def test_arbitrary_pickled_objects_are_refused(oracle, tmp_path, capsys):
+    src = tmp_path / "evil.pt"
+    torch.save({"model": oracle.sit["SiT-S/2"](**OFFICIAL_KW).state_dict(), "args": Payload()}, src)
+    assert "weights-only" in _convert_fails(capsys, src, tmp_path / "o.pt", "SiT-S/2")

@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--resolution", type=int, default=256, help="image size in pixels (latent = /8)")
     p.add_argument("--budget", type=int, help="latents kept per group (ELIT); default all")
     p.add_argument("--budget-range", help="JMIN:JMAX: average over a uniform budget draw (multi-budget training)")
+    p.add_argument("--guide-budget", type=int,
+                   help="J_w of the CCFG guide pass for the CCFG vs CFG line (default J/16, the released code's)")
     p.add_argument("--batch", type=int, default=256, help="batch size for the training TFLOPs")
     p.add_argument("--measure", action="store_true", help="also count a real forward with torch.utils.flop_counter")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -47,12 +49,15 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"override {item!r} must look like KEY=VALUE")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise UserError(f"override {item!r}: the value is not valid YAML ({exc.problem})") from exc
     return out
 
 
 def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch: int = 256,
-                measure: bool = False, overrides: dict | None = None) -> dict:
+                measure: bool = False, overrides: dict | None = None, guide_budget: int | None = None) -> dict:
     """The numbers `elit-bench flops` prints, as a dict."""
     from elit_bench.flops import (
         budget_range,
@@ -80,7 +85,7 @@ def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch
 
         out["relative_to_full_budget"] = fwd / forward_flops(model)
         main = budgets[-1] or model.max_budget
-        out["guide_budget"] = max(1, main // 4)
+        out["guide_budget"] = guide_budget or max(1, main // 16)
         out["ccfg_vs_cfg"] = guidance_flops_ratio(model, "ccfg", main, out["guide_budget"])
     return out
 
@@ -91,7 +96,7 @@ def cmd_flops(args) -> int:
     if not args.model:
         raise UserError("name a MODEL (see `elit-bench models`) or pass --paper")
     out = model_flops(args.model, args.resolution, args.budget, args.budget_range, args.batch, args.measure,
-                      parse_overrides(args.overrides))
+                      parse_overrides(args.overrides), args.guide_budget)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -113,12 +118,13 @@ def print_paper(as_json: bool) -> int:
     import pandas as pd
 
     from elit_bench.baselines import baseline_file
-    from elit_bench.flops import human, mmdit_rows, paper_compute_rows
+    from elit_bench.flops import human, mmdit_rows, official_code_rows, paper_compute_rows
 
     rows = paper_compute_rows(baseline_file("compute.csv"))
     mm = mmdit_rows(baseline_file("table4_mmdit_flops.csv"))
+    official = official_code_rows(baseline_file("official_code_flops.csv"))
     if as_json:
-        print(json.dumps({"compute": rows, "mmdit": mm}))
+        print(json.dumps({"compute": rows, "mmdit": mm, "official_code": official}))
         return 0
     df = pd.DataFrame(rows)
     df["params"] = df["params"].map(human)
@@ -128,4 +134,6 @@ def print_paper(as_json: bool) -> int:
     print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print("\nTable 4: ELIT-Qwen-Image sampling FLOPs (CCFG) relative to Qwen-Image (CFG), analytic MM-DiT model\n")
     print(pd.DataFrame(mm).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nThe released code's FLOPs file: GFLOPs of one CFG pair (batch 2), budgets in latents per group of 16\n")
+    print(pd.DataFrame(official).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0

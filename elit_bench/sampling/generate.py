@@ -390,6 +390,7 @@ def make_record(setup: Setup, ckpt: dict, checkpoint, settings: dict, seeds: lis
         "model": config["model"], "model_kwargs": config.get("model_kwargs", {}), "data": config.get("data"),
         "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": settings["checkpoint_sha256"],
         "checkpoint_step": ckpt.get("step"), "ema": settings["ema"],
+        "converted_from": config.get("converted_from"),  # an imported official checkpoint: its file and format
         "steps": recipe.steps, "sampler": recipe.sampler, "time_shift": recipe.shift,
         "guidance": recipe.guidance, "scale": recipe.scale, "guidance_w": recipe.scale + 1,
         "budget": setup.budgets[0] if len(set(setup.budgets)) == 1 else None,  # None: see the schedule
