@@ -5,7 +5,7 @@ Every parameter of the official model is randomised from a seed first, so zero-i
 (Write, adaLN, the final layer) cannot hide a difference. The official convention is t = 1 at noise and
 v = noise - data; ours is t = 0 at noise and v = data - noise:
     ours(x, t, y, budget=J) == -official(x, 1 - t, y, inference_budget=J / J_max)[0]
-The oracle is found at $ELIT_BENCH_ORACLE or ../shared/oracle beside the repository; when it is missing
+The oracle is found at $ELIT_BENCH_ORACLE or shared/oracle beside the repository (or a parent); when missing
 the tests skip, unless ELIT_BENCH_REQUIRE_ORACLE=1 (set by .ci/run), where they fail.
 """
 
@@ -32,7 +32,17 @@ from elit_bench.flow.sampling import solve, time_grid
 from elit_bench.models import create_model
 
 REPO = Path(__file__).resolve().parents[1]
-ORACLE = Path(os.environ.get("ELIT_BENCH_ORACLE", REPO.parent / "shared" / "oracle"))
+
+
+def _find_oracle() -> Path:
+    """$ELIT_BENCH_ORACLE, else the first shared/oracle beside the repository or one of its parents."""
+    if os.environ.get("ELIT_BENCH_ORACLE"):
+        return Path(os.environ["ELIT_BENCH_ORACLE"])
+    candidates = [parent / "shared" / "oracle" for parent in REPO.parents]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+ORACLE = _find_oracle()
 
 
 def _require_oracle():
