@@ -131,6 +131,9 @@ class EvaluatorOptions(_Strict):
     device: str | None = None
     cache_dir: str | None = None
     use_cache: bool = True
+    # the bootstrap behind Frechet intervals (metrics.intervals); None: its defaults
+    bootstrap_replicates: Annotated[int, Field(ge=2)] | None = None
+    interval_seed: int | None = None
 
 
 class MetricsSettings(_Strict):

@@ -55,11 +55,14 @@ def real_data_record(eval_record: dict, names: list[str], samples: ArraySamples)
     Takes the reference and metric options from the record's provenance, so the floor is scored
     against the very same reference file with the very same settings.
     """
-    spec = eval_record["provenance"]["eval"]["metrics"]
+    from elit_bench.schema import MetricsSettings
+
+    spec = MetricsSettings(**eval_record["provenance"]["eval"]["metrics"])
+    options = spec.options.model_dump(exclude_none=True) if spec.options else {}
     data = eval_record["provenance"]["train_config"]["data"]
     num = eval_record["num_samples"]
     reference = eval_record["provenance"]["metrics"]["real"]["source"]
-    scores = compute_metrics(samples, reference, names, **(spec.get("options") or {}))
+    scores = compute_metrics(samples, reference, names, **options)
     score_provenance = scores.pop("provenance")
     return {
         "suite": eval_record["suite"], "scale": eval_record["scale"], "run_id": REAL_DATA_RUN,
@@ -83,12 +86,14 @@ def write_real_data_record(scale_dir, eval_record: dict) -> Path | None:
     from elit_bench.checkpoint import atomic_write
     from elit_bench.sampling.generate import GRID, save_grid
 
-    spec = eval_record["provenance"]["eval"]["metrics"]
-    if spec.get("real") != "digits":
+    from elit_bench.schema import MetricsSettings
+
+    spec = MetricsSettings(**eval_record["provenance"]["eval"]["metrics"])
+    if spec.real != "digits":
         return None
     data = eval_record["provenance"]["train_config"]["data"]
     path = floor_path(scale_dir, data["resolution"], eval_record["num_samples"], data["name"] == "moving-digits")
-    names = list(spec.get("names", ["fid"]))
+    names = list(spec.names)
     if path.is_file():
         held = json.loads(path.read_text())["provenance"]["metric_names"]
         if set(names) <= set(held):

@@ -118,7 +118,9 @@ def wilson(proportion: float, n: int, level: float = LEVEL, what: str = "samples
     z = scipy_stats.norm.ppf(1 - (1 - level) / 2)
     centre = (proportion + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(proportion * (1 - proportion) / n + z * z / (4 * n * n))
-    return make_interval(max(0.0, centre - half), min(1.0, centre + half), "wilson", level, n=int(n), units=what)
+    # the interval always holds the proportion; min / max only undo round-off (p = 1 gave 0.9999999999999999)
+    low, high = min(proportion, max(0.0, centre - half)), max(proportion, min(1.0, centre + half))
+    return make_interval(low, high, "wilson", level, n=int(n), units=what)
 
 
 def t_bounds(values, level: float = LEVEL) -> tuple[float, float]:
