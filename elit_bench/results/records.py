@@ -54,8 +54,8 @@ def grid_path(record: dict) -> Path | None:
     if "record_path" not in record:
         return None
     evals = Path(record["record_path"]).parents[1] / "evals" / record["eval_id"]
-    drawn = evals / f"step-{record.get('train_step')}" / "grid.png"  # a suite run's set: one per checkpoint step
-    return drawn if drawn.is_file() else evals / "grid.png"
+    step = evals / f"step-{record.get('train_step')}"  # a suite run's set: one per checkpoint step
+    return (step if step.is_dir() else evals) / "grid.png"
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:

@@ -137,7 +137,9 @@ def _floors_per_eval(cmp: pd.DataFrame) -> pd.DataFrame:
 
 
 def _grid_links(grids, dest: Path) -> str:
-    return " ".join(f"[grid]({Path(os.path.relpath(g, dest)).as_posix()})" for g in grids if Path(g).is_file())
+    """Markdown links to the grid.png of each seed's sample set, relative to DEST."""
+    return " ".join(f"[{'grid' if len(grids) == 1 else f'seed {seed:g}'}]({Path(os.path.relpath(g, dest)).as_posix()})"
+                    for seed, g in grids if Path(g).is_file())
 
 
 def render_table(suite, frame: pd.DataFrame, dest: Path | None = None) -> tuple[str, str]:
