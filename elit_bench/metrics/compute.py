@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from elit_bench import __version__
 from elit_bench.errors import UserError, choices_error
+from elit_bench.metrics import intervals
 from elit_bench.metrics.distributed import gather_rows, rank_and_world, shard_range
 from elit_bench.metrics.extractors import FeatureExtractor, get_extractor
-from elit_bench.metrics import intervals
 from elit_bench.metrics.frechet import frechet_distance_stats
 from elit_bench.metrics.inception_score import inception_split_scores
 from elit_bench.metrics.prdc import kernel_inception_distance, precision_recall

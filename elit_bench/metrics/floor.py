@@ -85,7 +85,6 @@ def write_real_data_record(scale_dir, eval_record: dict) -> Path | None:
     """
     from elit_bench.checkpoint import atomic_write
     from elit_bench.sampling.generate import GRID, save_grid
-
     from elit_bench.schema import MetricsSettings
 
     spec = MetricsSettings(**eval_record["provenance"]["eval"]["metrics"])

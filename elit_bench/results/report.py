@@ -142,6 +142,16 @@ def _grid_links(grids, dest: Path) -> str:
                     for seed, g in grids if Path(g).is_file())
 
 
+def suite_order(suite, scale: str) -> tuple[dict, dict, dict]:
+    """Ranks as the suite writes them: {run label}, {eval label} (first seen) and {(run, eval)} (each run's own
+    order); the real-data floor comes first."""
+    specs = suite.runs(scale, strict_variables=False)
+    run_rank = {REAL_DATA_LABEL: -1, **{r.label: i for i, r in enumerate(specs)}}
+    eval_rank = {label: i for i, label in enumerate(dict.fromkeys(e.label for r in specs for e in r.evals))}
+    run_eval_rank = {(r.label, e.label): i for r in specs for i, e in enumerate(r.evals)}
+    return run_rank, eval_rank, run_eval_rank
+
+
 def render_table(suite, frame: pd.DataFrame, dest: Path | None = None) -> tuple[str, str]:
     """(Markdown, LaTeX). Layout "wide" (the paper's: a row per run, a column per metric and evaluation;
     the default when the suite names a paper table) or "long" (a row per run and evaluation).
@@ -151,10 +161,8 @@ def render_table(suite, frame: pd.DataFrame, dest: Path | None = None) -> tuple[
     cmp["label"] = cmp["metric"].map(lambda m: METRIC_LABELS.get(m, m))
     # rows and columns in the suite's order: runs and evaluations as written, metrics as the paper prints them
     specs = suite.runs(cmp["scale"].iloc[0], strict_variables=False)
-    run_rank = {REAL_DATA_LABEL: -1, **{r.label: i for i, r in enumerate(specs)}}
     # wide columns: evaluations in first-seen order; long rows: each run's own evaluation order
-    eval_rank = {label: i for i, label in enumerate(dict.fromkeys(e.label for r in specs for e in r.evals))}
-    run_eval_rank = {(r.label, e.label): i for r in specs for i, e in enumerate(r.evals)}
+    run_rank, eval_rank, run_eval_rank = suite_order(suite, cmp["scale"].iloc[0])
     names = [n for r in specs for e in r.evals for n in e.metrics.get("names", [])]
     metric_rank = {m: i for i, m in enumerate(dict.fromkeys([METRIC_OF_KEY.get(n, n) for n in names] + list(METRIC_LABELS)))}
     layout = suite.report.get("layout", "wide" if suite.paper.get("table") else "long")
@@ -291,7 +299,10 @@ def write_contact_sheet(suite, frame: pd.DataFrame, path: Path, columns: int = 6
 
     if frame.empty:
         return None
-    sets = frame.drop_duplicates(["run_id", "eval_id"]).sort_values("real_data", ascending=False, kind="stable")
+    run_rank, _, run_eval_rank = suite_order(suite, frame["scale"].iloc[0])
+    sets = frame.drop_duplicates(["run_id", "eval_id"])
+    sets = sets.assign(_r=sets["run"].map(run_rank), _re=[run_eval_rank.get(k) for k in zip(sets["run"], sets["eval"])])
+    sets = sets.sort_values(["_r", "_re", "seed"], kind="stable")  # the table's order
     tiles = []
     for _, row in sets.iterrows():
         grid = ensure_grid(row["grid"].parent) if row["grid"] is not None else None
