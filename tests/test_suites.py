@@ -114,3 +114,121 @@ def test_every_suite_file_loads():
     for name in list_suites():
         suite = load_suite(name)
         assert suite.name == name
+
+
+# ---------------------------------------------------------------- matched compute at every scale
+@pytest.mark.parametrize("suite", sorted(PAPER_SUITES))
+def test_every_scale_keeps_the_paper_batch_and_step_ratios(suite, capsys):
+    """Between any two runs, batch and steps ratios equal the paper scale's, or the run says why not."""
+    for scale in load_suite(suite).raw["scales"]:
+        for row in dry_run(capsys, suite, scale)["runs"]:
+            ratios = row.get("ratios")
+            if "compute" in row:  # measurements train nothing
+                continue
+            for key in ("batch", "steps"):
+                assert ratios[key] > 0 and (f"paper_{key}" in ratios or scale != "paper")
+                if f"paper_{key}" in ratios and key not in ratios["unmatched"]:
+                    assert ratios[key] == pytest.approx(ratios[f"paper_{key}"], rel=0.02), (scale, row)
+
+
+def test_multi_budget_runs_keep_their_share_below_paper_scale(capsys):
+    """The issue's example: DiT-B/2 17.7 TF vs ELIT-MB 39.4 TF at proxy (2.2x); now 1.5x the batch at every scale."""
+    for scale, batch in (("paper", 256), ("proxy", 128), ("smoke", 32)):
+        plan = {r["label"]: r for r in dry_run(capsys, "table1-256", scale)["runs"]}
+        assert plan["DiT-XL"]["batch"] == batch and plan["ELIT-MB-DiT-XL"]["batch"] == 1.5 * batch
+        tf = plan["ELIT-MB-DiT-XL"]["train_tflops_per_iter"] / plan["DiT-XL"]["train_tflops_per_iter"]
+        assert tf < 1.4, (scale, tf)
+
+
+def write_suite(tmp_path, runs: str, scales: str = "{paper: {}, smoke: {train: {batch: 8}}}", extra: str = "") -> str:
+    path = tmp_path / "s.yaml"
+    path.write_text(f"""name: s
+base:
+  train: {{data: digits, resolution: 8, batch: 16, steps: 4, model_kwargs: {{hidden_size: 32, depth: 3, num_heads: 2}}}}
+  sample: {{steps: 2, batch: 8}}
+  metrics: {{names: [digits_fd], num_samples: 8, real: digits}}
+runs:
+{runs}
+scales: {scales}
+{extra}""")
+    return str(path)
+
+
+def test_relative_batch_follows_the_scale_and_matched_flops(tmp_path, capsys):
+    path = write_suite(tmp_path, """  - {label: DiT, train: {model: DiT-S/2}}
+  - {label: MB, train: {model: ELIT-DiT-S/2, model_kwargs: {group_size: 2}, multi_budget: true, batch: {times: 1.5}}}
+  - {label: MB-matched, train: {model: ELIT-DiT-S/2, model_kwargs: {group_size: 2}, multi_budget: true, batch: {match_flops: DiT}}}""")
+    for scale, base in (("paper", 16), ("smoke", 8)):
+        plan = {r["label"]: r for r in dry_run(capsys, path, scale)["runs"]}
+        assert plan["MB"]["batch"] == 1.5 * base
+        matched = plan["MB-matched"]
+        assert matched["train_tflops_per_iter"] == pytest.approx(plan["DiT"]["train_tflops_per_iter"], rel=0.1)
+        assert "matches the training FLOPs of 'DiT'" in matched["ratios"]["unmatched"]["batch"]
+
+
+def test_a_broken_ratio_is_refused_unless_marked(tmp_path, capsys):
+    runs = """  - {label: DiT, train: {model: DiT-S/2}}
+  - {label: MB, train: {model: ELIT-DiT-S/2, model_kwargs: {group_size: 2}, multi_budget: true, batch: 24}%s}"""
+    path = write_suite(tmp_path, runs % "")
+    assert main(["run", path, "--scale", "smoke", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "run 'MB' has 3x the batch of 'DiT' but 1.5x at paper scale" in err and "{times: 1.5}" in err
+    path = write_suite(tmp_path, runs % ", unmatched: {batch: a fixed batch on purpose}")
+    plan = {r["label"]: r for r in dry_run(capsys, path, "smoke")["runs"]}
+    assert plan["MB"]["ratios"]["unmatched"] == {"batch": "a fixed batch on purpose"}
+
+
+def test_seeds_expand_into_runs_of_one_label(tmp_path):
+    path = write_suite(tmp_path, "  - {label: DiT, seeds: [0, 1, 2], train: {model: DiT-S/2}}")
+    runs = load_suite(path).runs("smoke")
+    assert [r.label for r in runs] == ["DiT"] * 3
+    assert [r.train["seed"] for r in runs] == [0, 1, 2]
+    assert len({r.id for r in runs}) == 3
+
+
+def test_run_id_is_the_training_identity(tmp_path):
+    """Run-control keys (steps, checkpoint and log intervals, progress) do not change the id; what is trained does."""
+    path = write_suite(tmp_path, "  - {label: DiT, train: {model: DiT-S/2}}")
+    suite = load_suite(path)
+    base = suite.runs("smoke")[0].id
+    for sets in ({"steps": 400}, {"ckpt_every": 7, "log_every": 3, "progress": False}):
+        assert suite.runs("smoke", {"train": sets})[0].id == base
+    for sets in ({"seed": 1}, {"lr": 1e-3}, {"model_kwargs": {"depth": 4}}):
+        assert suite.runs("smoke", {"train": sets})[0].id != base
+
+
+BAD_INPUT = [
+    (["--set", "train.stepz=5"], "unknown key 'train.stepz'; did you mean 'train.steps'?"),
+    (["--set", "train.steps=-5"], "train.steps: input should be greater than or equal to 1, got -5"),
+    (["--set", "sample.bugdet=2"], "unknown key 'sample.bugdet'; did you mean 'sample.budget'?"),
+    (["--set", "metrics.num_sample=8"], "unknown key 'metrics.num_sample'; did you mean 'metrics.num_samples'?"),
+    (["--set", "metrics.names=[fdi]"], "metrics.names: unknown metric 'fdi'"),
+    (["--set", "train.steps=[1,"], "the value of --set 'train.steps=[1,' is not valid YAML"),
+    (["--set", "train.resolution=-16"], "train.resolution: input should be greater than or equal to 1, got -16"),
+    (["--set", "train.resolution=17"], "input size (17, 17) is not divisible by patch size (2, 2)"),
+    (["--set", "train.budget_range=1:99"], "budget range 1:99 must satisfy"),
+    (["--set", "sample.budget=9"], "budget 9 is outside 1..4"),
+    (["--set", "sample.guidance=ccfg"], "DiT-S/2"),
+    (["--set", "train.logger=mlflow"], "train.logger: input should be 'tensorboard' or 'wandb'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT, ids=[m for _, m in BAD_INPUT])
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "run"])
+def test_bad_input_exits_2_with_one_line_before_anything_runs(tmp_path, capsys, argv, message, dry):
+    """A dry run fails where the real run would; the real run writes, trains and submits nothing."""
+    path = write_suite(tmp_path, """  - {label: DiT, train: {model: DiT-S/2}}
+  - {label: ELIT, train: {model: ELIT-DiT-S/2, model_kwargs: {group_size: 2}, multi_budget: true}}""")
+    if "budget" in message or "budget_range" in argv[1]:  # budgets apply to the ELIT run only
+        path = write_suite(tmp_path, "  - {label: ELIT, train: {model: ELIT-DiT-S/2, model_kwargs: {group_size: 2}, multi_budget: true}}")
+    out = tmp_path / "out"
+    assert main(["run", path, "--scale", "smoke", "--out", str(out), *argv] + (["--dry-run"] if dry else [])) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_dry_run_prints_ratios(tmp_path, capsys):
+    assert main(["run", "table1-256", "--scale", "proxy", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "vs DiT-XL: batch 1.5x (paper 1.5x), steps 1x (paper 1x)" in out

@@ -339,21 +339,28 @@ def check_ratios(runs: list[RunSpec], where: str) -> None:
 
 
 def ratio_table(runs: list[RunSpec], paper: list[RunSpec]) -> dict[str, dict]:
-    """run id -> its batch and steps over those of a reference run, here and (same labels) at paper scale."""
+    """run id -> its batch and steps over those of a reference run, here and at paper scale.
+
+    A run's paper-scale counterpart has its label, else its (paper_row, paper_setting) (smoke scales often
+    run fewer, smaller runs that stand for paper rows). Runs without one show their ratios only here.
+    """
     trained = [r for r in runs if not r.compute]
-    at_paper = {r.label: fill_defaults(r.train) for r in paper if not r.compute}
-    common = [r for r in trained if r.label in at_paper]
-    ref = next((r for r in common if not r.unmatched), common[0] if common else None)
-    if ref is None:
+    if not trained:
         return {}
+    by_label = {r.label: r for r in paper if not r.compute}
+    by_row = {(r.paper_row, r.paper_setting): r for r in paper if not r.compute and r.paper_row}
+    counterpart = {r.id: by_label.get(r.label) or by_row.get((r.paper_row, r.paper_setting)) for r in trained}
+    common = [r for r in trained if counterpart[r.id]]
+    ref = next((r for r in common if not r.unmatched), common[0] if common else trained[0])
     here = {r.id: fill_defaults(r.train) for r in trained}
+    there = {r.id: fill_defaults(counterpart[r.id].train) for r in common}
     table = {}
     for run in trained:
         row = {"reference": ref.label, "unmatched": dict(run.unmatched)}
         for key in RATIO_KEYS:
             row[key] = here[run.id][key] / here[ref.id][key]
-            if run.label in at_paper:
-                row[f"paper_{key}"] = at_paper[run.label][key] / at_paper[ref.label][key]
+            if run.id in there and ref.id in there:
+                row[f"paper_{key}"] = there[run.id][key] / there[ref.id][key]
         table[run.id] = row
     return table
 
