@@ -122,7 +122,7 @@ class SlurmLauncher:
         failures = []
         for run, job in jobs:
             try:
-                job.result()
+                job.results()  # every task's, so a failure on any rank counts
             except Exception as exc:
                 failures.append((run, describe_failure(exc)))
         return failures
