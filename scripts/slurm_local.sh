@@ -84,6 +84,12 @@ fi
 # slurmd -C prints this machine's node line (CPUs, sockets, cores, threads, RealMemory)
 NODE=$(slurmd -C | head -n 1 | sed -E "s/^NodeName=[^ ]+/NodeName=$HOST/")
 [[ "$NODE" == NodeName=*CPUs=*RealMemory=* ]] || die "unexpected 'slurmd -C' output: $NODE"
+# the integration test runs a job of 2 tasks (DDP on CPU): a 1-CPU machine declares 2 and shares its core
+OVERRIDES=""
+if [[ "$NODE" =~ CPUs=([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -lt 2 ]; then
+    NODE="NodeName=$HOST CPUs=2 $(grep -o 'RealMemory=[0-9]*' <<<"$NODE")"
+    OVERRIDES="SlurmdParameters=config_overrides"
+fi
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$LOGS"
 cat >"$CONF.tmp" <<EOF
 $MARKER
@@ -109,6 +115,7 @@ SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd.pid
 SlurmctldLogFile=$LOGS/slurmctld.log
 SlurmdLogFile=$LOGS/slurmd.log
+$OVERRIDES
 $NODE NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
