@@ -13,7 +13,9 @@ A suite file (safe-loaded, validated here):
       sample:  {steps: 40, guidance: none, ...}         # keys of `elit-bench sample`
       metrics: {names: [fid, fdd, is], num_samples: 10000, real: ${IMAGENET_REF}}
     runs:                                               # one trained model each
-      - {label: ELIT-DiT, paper_row: ELIT-DiT, train: {model: ELIT-DiT-B/2}}
+      - {label: DiT, paper_row: DiT, seeds: [0, 1, 2], train: {model: DiT-B/2}}   # a run per seed
+      - {label: ELIT-MB, train: {model: ELIT-DiT-B/2, multi_budget: true, batch: {times: 1.5}}}
+      - {label: ELIT-MB-matched, train: {model: ELIT-DiT-B/2, multi_budget: true, batch: {match_flops: DiT}}}
       - {label: "group {group_size}", matrix: {train.model_kwargs.group_size: [1, 2, 4]}}
     evals:                                              # sampling + metrics, applied to every run
       - {label: -G, paper_guidance: -G}
@@ -24,8 +26,15 @@ A suite file (safe-loaded, validated here):
       smoke: {train: {data: digits, steps: 30, ...}, metrics: {names: [fd_digits], ...}}
 
 A scale's `size` swaps the model size in every model name (`-XL/` -> `-B/`),
-so one suite file runs from a CPU smoke test to the paper's scale. The run
-id is a readable label plus the hash of the run's canonical resolved config.
+so one suite file runs from a CPU smoke test to the paper's scale. A run's
+`batch` / `steps` may be relative: `{times: F}` of the scale's value, or
+`{match_flops: LABEL}` (another run's training FLOPs per iteration / in
+total). Expansion validates every run and evaluation (`elit_bench.schema`,
+the model on the meta device) and checks that any two runs keep the batch
+and steps ratios they have at paper scale, unless a run says why not
+(`unmatched: {batch: reason}`). The run id is a readable label plus the
+hash of the training identity (model, data, optimisation, seed; not the
+run-control keys such as `steps`, so raising them continues the run).
 """
 
 from __future__ import annotations
