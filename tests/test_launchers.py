@@ -6,7 +6,13 @@ import stat
 import pytest
 
 from elit_bench.cli import main
-from elit_bench.suites.launchers import SlurmLauncher, TorchrunLauncher, make_launcher, spec_from_json, spec_to_json
+from elit_bench.suites.launchers import (
+    SlurmLauncher,
+    TorchrunLauncher,
+    make_launcher,
+    spec_from_json,
+    spec_to_json,
+)
 from elit_bench.suites.spec import load_suite
 
 

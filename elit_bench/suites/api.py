@@ -40,6 +40,7 @@ def run_suite(name: str, scale: str | None = None, overrides: Sequence[str] = ()
 
 def load_records(suite: str | None = None, scale: str | None = None, out=DEFAULT_OUT) -> pd.DataFrame:
     """The records under OUT/<suite>/<scale>/ (every suite / scale when None) as a DataFrame."""
-    from elit_bench.results.records import load_records as read, records_frame
+    from elit_bench.results.records import load_records as read
+    from elit_bench.results.records import records_frame
 
     return records_frame(read(out, suite, scale))
