@@ -54,11 +54,11 @@ def test_long_table_shows_floor_first_seeds_and_intervals_and_links_grids(tmp_pa
                seed=seed, samples=True)
     record(out, "quickstart", "ELIT-MB", "CFG", {"digits_fd": 150.0, "digits_acc": 0.9},
            {"digits_fd": fd(150, 110, 140), "digits_acc": {"low": 0.87, "high": 0.93, "method": "wilson"}})
-    record(out, "quickstart", REAL_DATA_LABEL, "512 real", {"digits_fd": 50.0}, {"digits_fd": fd(50, 0, 57)})
+    record(out, "quickstart", REAL_DATA_LABEL, "512 digits, 16 px", {"digits_fd": 50.0}, {"digits_fd": fd(50, 0, 57)})
     assert main(["table", "quickstart", "--out", str(out), "--dest", str(dest)]) == 0
     md = (dest / "table.md").read_text()
     header, *rows = table_rows(md)
-    assert rows[0][:2] == [REAL_DATA_LABEL, "512 real"] and "50 [0, 57]" in rows[0]
+    assert rows[0][:2] == [REAL_DATA_LABEL, "512 digits, 16 px"] and "50 [0, 57]" in rows[0]
     dit = next(r for r in rows if r[0] == "DiT")
     low, high = t_bounds([200.0, 210.0, 220.0])
     # mean ± sd over seeds, then each seed with its own interval
@@ -78,7 +78,7 @@ def test_leaderboard_marks_ties_and_heads_with_the_floor(tmp_path):
                "D": (30.0, 29.0, 31.0, 3.0)}
     for run, (value, low, high, gflops) in entries.items():
         record(out, "quickstart", run, "e", {"digits_fd": value}, {"digits_fd": fd(value, low, high)}, gflops=gflops)
-    record(out, "quickstart", REAL_DATA_LABEL, "512 real", {"digits_fd": 4.0}, {"digits_fd": fd(4, 0, 6)})
+    record(out, "quickstart", REAL_DATA_LABEL, "512 digits, 16 px", {"digits_fd": 4.0}, {"digits_fd": fd(4, 0, 6)})
     assert main(["leaderboard", "digits-16px", "--out", str(out), "--dest", str(tmp_path / "lb")]) == 0
     header, *rows = table_rows((tmp_path / "lb" / "digits-16px.md").read_text())
     ranks = {r[header.index("run")]: r[header.index("rank")] for r in rows}
@@ -96,7 +96,7 @@ def test_table6_rho_from_our_records_beside_the_paper(tmp_path):
         for ev in ("-G", "+G"):
             record(out, "table6-rho", run, ev, {"digits_fd": value}, {"digits_fd": fd(value, value - 10, value + 10)},
                    tf=tf, paper_row=run, guidance=ev, num=64)
-    record(out, "table6-rho", REAL_DATA_LABEL, "64 real", {"digits_fd": 60.0}, {"digits_fd": fd(60, 0, 70)}, num=64)
+    record(out, "table6-rho", REAL_DATA_LABEL, "64 digits, 16 px", {"digits_fd": 60.0}, {"digits_fd": fd(60, 0, 70)}, num=64)
     assert main(["table", "table6-rho", "--out", str(out), "--dest", str(dest)]) == 0
     header, *rows = table_rows((dest / "table.md").read_text())
     patch = next(r for r in rows if r[0] == "DiT patch 2x4")
@@ -115,7 +115,7 @@ def test_plot_draws_intervals_seeds_and_the_floor(tmp_path):
         for budget, value in ((1, 30.0), (2, 20.0)):
             record(out, "quickstart", "ELIT-MB", f"J={budget}", {"digits_fd": value + seed},
                    {"digits_fd": fd(value, value - 3, value + 1)}, seed=seed, gflops=budget)
-    record(out, "quickstart", REAL_DATA_LABEL, "512 real", {"digits_fd": 5.0}, {"digits_fd": fd(5, 0, 8)})
+    record(out, "quickstart", REAL_DATA_LABEL, "512 digits, 16 px", {"digits_fd": 5.0}, {"digits_fd": fd(5, 0, 8)})
     assert main(["plot", "quickstart", "--out", str(out), "--dest", str(tmp_path / "fig")]) == 0
     svg = (tmp_path / "fig" / "figure.svg").read_text()
     assert "real data (n=512)" in svg and "Pareto frontier" in svg

@@ -64,10 +64,12 @@ def real_data_record(eval_record: dict, names: list[str], samples: ArraySamples)
     reference = eval_record["provenance"]["metrics"]["real"]["source"]
     scores = compute_metrics(samples, reference, names, **options)
     score_provenance = scores.pop("provenance")
+    video = data["name"] == "moving-digits"
     return {
         "suite": eval_record["suite"], "scale": eval_record["scale"], "run_id": REAL_DATA_RUN,
-        "run_label": REAL_DATA_LABEL, "paper_row": None, "paper_setting": None, "eval_id": f"n{num}",
-        "eval_label": f"{num} real", "paper_guidance": "", "series": REAL_DATA_LABEL, "model": REAL_DATA_LABEL,
+        "run_label": REAL_DATA_LABEL, "paper_row": None, "paper_setting": None,
+        "eval_id": floor_path(".", data["resolution"], num, video).stem,
+        "eval_label": f"{num} {'clips' if video else 'digits'}, {data['resolution']} px", "paper_guidance": "", "series": REAL_DATA_LABEL, "model": REAL_DATA_LABEL,
         "train_step": None, "intervals": scores.pop("intervals"), "metrics": scores, "num_samples": num,
         "sample": {}, "flops": {}, "data": {"name": data["name"], "resolution": data["resolution"]},
         "provenance": {**provenance(), "metrics": score_provenance, "metric_names": names,

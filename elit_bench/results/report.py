@@ -129,10 +129,11 @@ def _number(value) -> str:
 
 
 def _floors_per_eval(cmp: pd.DataFrame) -> pd.DataFrame:
-    """Wide layout: the real-data row under every evaluation column scored at its sample count."""
-    floors, others = cmp[cmp["real_data"]], cmp[~cmp["real_data"]]
-    evals = others.drop_duplicates("eval")[["eval", "num_samples"]]
-    spread = floors.drop(columns="eval").merge(evals, on="num_samples")
+    """Wide layout: the real-data row under every evaluation column scored at its sample count and resolution."""
+    real = cmp["real_data"].astype(bool)
+    floors, others = cmp[real], cmp[~real]
+    keys = ["num_samples", "data_resolution"]
+    spread = floors.drop(columns="eval").merge(others.drop_duplicates("eval")[["eval", *keys]], on=keys)
     return pd.concat([spread, others], ignore_index=True)
 
 
