@@ -1,5 +1,5 @@
-"""Metrics: FID, FDD (DINOv2), IS, sFID, precision/recall, KID, FVD, digits FD / accuracy,
-rho efficiency and compute-quality frontiers.
+"""Metrics: FID, FDD (DINOv2), IS, sFID, precision/recall, KID, FVD, digits FD / accuracy, each with
+a 95% interval (docs/intervals.md), the real-data floor, rho efficiency and compute-quality frontiers.
 
 Library use::
 
@@ -19,7 +19,9 @@ _EXPORTS = {
     "extractors": ["FeatureExtractor", "get_extractor", "list_extractors", "register_extractor"],
     "frechet": ["frechet_distance", "frechet_distance_stats"],
     "frontier": ["HIGHER_IS_BETTER", "pareto_frontier", "rho"],
-    "inception_score": ["inception_score"],
+    "floor": ["real_digits", "write_real_data_record"],
+    "inception_score": ["inception_score", "inception_split_scores"],
+    "intervals": ["frechet_bootstrap", "t_bounds", "wilson"],
     "prdc": ["kernel_inception_distance", "precision_recall"],
     "sources": ["ArraySamples", "SampleSet", "Source", "open_source"],
     "stats": ["FeatureCache", "FeatureStats", "load_statistics", "save_statistics"],

@@ -29,6 +29,7 @@ import torch
 from scipy import stats as scipy_stats
 
 from elit_bench.errors import UserError
+from elit_bench.metrics.frechet import psd_sqrt, trace_sqrt_product
 from elit_bench.metrics.stats import FeatureStats
 
 LEVEL = 0.95
@@ -55,12 +56,6 @@ def _check_level(level: float) -> float:
     return level
 
 
-def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a symmetric positive semi-definite matrix (negative round-off clipped)."""
-    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
-
-
 def frechet_bootstrap(
     features,
     reference: FeatureStats,
@@ -72,9 +67,9 @@ def frechet_bootstrap(
     """Basic bootstrap interval of the Frechet distance of `features` (N, D) to fixed `reference` statistics.
 
     Each replicate draws N rows with replacement (torch generator seeded with
-    `seed`) and recomputes the distance. With the reference fixed,
-    Tr sqrtm(S R) = sum sqrt(eig(R^1/2 S R^1/2)): one symmetric eigenvalue
-    problem per replicate and R^1/2 computed once, in float64 on `device`.
+    `seed`) and recomputes the distance as `frechet.frechet_distance` does,
+    with R^1/2 of the fixed reference computed once: one weighted covariance
+    and one symmetric eigenvalue problem per replicate, in float64 on `device`.
     """
     _check_level(level)
     if replicates < 2:
@@ -94,8 +89,7 @@ def frechet_bootstrap(
         shift = weights @ centred / n
         sigma = ((centred.T * weights) @ centred - n * torch.outer(shift, shift)) / (n - 1)
         diff = mean + shift - ref_mean
-        roots = torch.linalg.eigvalsh(ref_root @ sigma @ ref_root).clamp(min=0).sqrt()
-        return float(diff @ diff + torch.trace(sigma) + ref_trace - 2 * roots.sum())
+        return float(diff @ diff + torch.trace(sigma) + ref_trace - 2 * trace_sqrt_product(ref_root, sigma))
 
     point = distance(torch.ones(n, dtype=torch.float64, device=device))
     generator = torch.Generator().manual_seed(seed)
