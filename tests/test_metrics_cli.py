@@ -1,5 +1,7 @@
 """`elit-bench metrics` end to end, and bad input -> exit status 2."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -69,30 +71,73 @@ def test_save_real_stats_then_compare_against_them(digits, tmp_path, capsys):
 
 
 def test_inception_metrics_with_weights_file(tmp_path, tmp_path_factory, capsys):
+    """`--inception-weights FILE` on PNG folders gives torch-fidelity's own IS, precision/recall and KID."""
+    # catches: the CLI loading other weights than the file named, a --batch that changes results, or the metric
+    # keys mixed up (precision for recall); 20 samples put 2 in each IS split, so IS is not forced to 1
+    import torch_fidelity
+
     weights = random_inception_weights(tmp_path_factory.getbasetemp())
-    fake = write_png_folder(random_images(10, 24, seed=5), tmp_path / "fake")
+    fake = write_png_folder(random_images(20, 24, seed=5), tmp_path / "fake")
     real = write_png_folder(random_images(5, 24, seed=6, noise=0.1), tmp_path / "real")
     code, out, _ = run(capsys, "--fake", fake, "--real", real, "--metrics", "is,pr,kid",
-                       "--inception-weights", weights, "--batch", 5, "--no-cache", "--json")
+                       "--inception-weights", weights, "--batch", 3, "--no-cache", "--json")
     assert code == 0
     res = json.loads(out)
-    # 10 samples in 10 splits: one sample per split, so the score is exactly 1
-    assert res["is_mean"] == pytest.approx(1.0) and 0 <= res["precision"] <= 1 and 0 <= res["recall"] <= 1
-    assert res["kid_mean"] > 0
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(fake), input2=str(real), isc=True, prc=True, kid=True, kid_subset_size=5,
+        feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(weights),
+        cuda=False, cache=False, verbose=False)
+    pairs = {"is_mean": "inception_score_mean", "is_std": "inception_score_std", "precision": "precision",
+             "recall": "recall", "kid_mean": "kernel_inception_distance_mean"}
+    for ours, their in pairs.items():
+        assert res[ours] == pytest.approx(theirs[their], rel=1e-3), ours
+    assert res["is_mean"] > 1.05
     assert res["provenance"]["extractors"]["inception-v3-tf"]["weights"] == str(weights)
 
 
+def frechet_of_features(a, b):
+    """Frechet distance by pytorch-fid's reference function on float64 statistics (N - 1 covariance)."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a notice on singular products
+        return float(calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)))
+
+
 def test_fdd_and_fvd_with_local_networks(tmp_path, capsys):
+    """FDD (every frame, DINOv2 stand-in) and FVD (16-frame clips, I3D stand-in) equal the Frechet distance of the
+    stand-in networks' features computed here, outside elit-bench, with dgm-eval's and StyleGAN-V's calls."""
+    # catches: FDD on one frame per clip, a preprocessing other than dgm-eval's, FVD without rescale/resize, the
+    # wrong network output, or the two sets swapped into one statistic
+    import torchvision.transforms as T
+    from PIL import Image
+
     repo, dino = write_tiny_dinov2(tmp_path / "dinov2", tmp_path / "dino.pth")
     i3d = write_tiny_i3d(tmp_path / "i3d.pt")
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "fake.npz", arr_0=rng.integers(0, 256, (12, 16, 10, 10, 3), dtype=np.uint8))
-    np.savez(tmp_path / "real.npz", arr_0=rng.integers(0, 100, (12, 16, 10, 10, 3), dtype=np.uint8))
+    fake_clips = rng.integers(0, 256, (12, 16, 10, 10, 3), dtype=np.uint8)
+    real_clips = rng.integers(0, 100, (12, 16, 10, 10, 3), dtype=np.uint8)
+    np.savez(tmp_path / "fake.npz", arr_0=fake_clips)
+    np.savez(tmp_path / "real.npz", arr_0=real_clips)
     code, out, _ = run(capsys, "--fake", tmp_path / "fake.npz", "--real", tmp_path / "real.npz", "--metrics", "fdd,fvd",
                        "--dinov2-repo", repo, "--dinov2-weights", dino, "--i3d", i3d, "--no-cache", "--json")
     assert code == 0
     res = json.loads(out)
-    assert res["fdd"] > 0 and res["fvd"] > 0
+
+    net = torch.hub.load(str(repo), "dinov2_vitl14", source="local", pretrained=False)
+    net.load_state_dict(torch.load(dino, weights_only=True))
+    dgm_eval = T.Compose([T.Resize((224, 224), T.InterpolationMode.BICUBIC), T.ToTensor(),
+                          T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    detector = torch.jit.load(str(i3d))
+    with torch.no_grad():
+        dino_features = [net(torch.stack([dgm_eval(Image.fromarray(f)) for f in clips.reshape(-1, 10, 10, 3)]))
+                         for clips in (fake_clips, real_clips)]
+        i3d_features = [detector(torch.from_numpy(clips).permute(0, 4, 1, 2, 3).contiguous(), rescale=True,
+                                 resize=True, return_features=True) for clips in (fake_clips, real_clips)]
+    assert dino_features[0].shape == (12 * 16, 8) and i3d_features[0].shape == (12, 16)
+    assert res["fdd"] == pytest.approx(frechet_of_features(*dino_features), rel=1e-4)
+    assert res["fvd"] == pytest.approx(frechet_of_features(*i3d_features), rel=1e-4)
+    assert res["fdd"] > 0.1 and res["fvd"] > 0.1  # the two sets differ: not a vacuous 0 = 0
 
 
 def bad_inputs(tmp):
