@@ -246,8 +246,8 @@ class Suite:
                 for ev in evals:
                     if ev.get("only") and spec.label not in ev["only"] and run.get("label") not in ev["only"]:
                         continue
-                    sample, metrics = ({**_substitute(deep_merge(deep_merge(base.get(k) or {}, run.get(k) or {}),
-                                                                 ev.get(k) or {}), values, strict, self.name)}
+                    sample, metrics = (_substitute(deep_merge(deep_merge(base.get(k) or {}, run.get(k) or {}),
+                                                              ev.get(k) or {}), values, strict, self.name)
                                        for k in ("sample", "metrics"))
                     spec.evals.append(EvalSpec(str(ev.get("label") or "eval"), ev.get("paper_guidance"), sample, metrics,
                                                ev.get("series")))
