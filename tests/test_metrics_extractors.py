@@ -1,5 +1,8 @@
 """Extractor registry and loading paths: DINOv2 via torch.hub (local repo / hub cache), I3D TorchScript, weights errors."""
 
+import contextlib
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -89,13 +92,36 @@ def test_i3d_torchscript_protocol(tmp_path):
         get_extractor("i3d-stylegan-v", weights=tmp_path / "broken.pt").extract(videos)
 
 
+def frechet_of_features(a, b):
+    """Frechet distance by pytorch-fid's reference function on float64 statistics (N - 1 covariance)."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a notice on singular products
+        return float(calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)))
+
+
 def test_fvd_and_video_fid_paths(tmp_path):
+    """On videos, FVD is the Frechet distance of I3D clip features and an image metric (digits_fd) that of every
+    frame's features; both equal the distances computed here from the networks directly."""
+    # catches: FVD on frames or on the wrong frames, an image metric on the first frame of each clip only, or clip
+    # and frame axes transposed when videos are flattened
+    from elit_bench.metrics.digits_classifier import load_digits_classifier, to_model_input
+
     rng = np.random.default_rng(0)
     fake = rng.integers(0, 256, (20, 16, 12, 12, 3), dtype=np.uint8)
     real = rng.integers(0, 128, (20, 16, 12, 12, 3), dtype=np.uint8)
     i3d = write_tiny_i3d(tmp_path / "i3d.pt")
     res = compute_metrics(fake, real, "fvd,digits_fd", extractor_options={"i3d-stylegan-v": {"weights": i3d}}, use_cache=False)
-    assert res["fvd"] > 0 and res["digits_fd"] > 0
+    detector, digits = torch.jit.load(str(i3d)), load_digits_classifier()
+    with torch.no_grad():
+        clips = [detector(torch.from_numpy(v).permute(0, 4, 1, 2, 3).contiguous(), rescale=True, resize=True,
+                          return_features=True) for v in (fake, real)]
+        frames = [digits(to_model_input(torch.from_numpy(v.reshape(-1, 12, 12, 3))))[0] for v in (fake, real)]
+        first = [digits(to_model_input(torch.from_numpy(v[:, 0])))[0] for v in (fake, real)]
+    assert res["fvd"] == pytest.approx(frechet_of_features(*clips), rel=1e-4)
+    assert res["digits_fd"] == pytest.approx(frechet_of_features(*frames), rel=1e-4)
+    assert res["digits_fd"] != pytest.approx(frechet_of_features(*first), rel=1e-2)  # every frame, not the first
     assert res["provenance"]["reference_statistics"]["digits_fd"]["num_samples"] == 20 * 16  # every frame
     with pytest.raises(UserError, match="needs videos"):
         compute_metrics(fake[:, 0], real[:, 0], "fvd", extractor_options={"i3d-stylegan-v": {"weights": i3d}}, use_cache=False)
