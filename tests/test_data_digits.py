@@ -56,18 +56,37 @@ def test_moving_digits_sway_both_ways():
 
 def test_per_frame_digits_metrics_on_clips(tmp_path):
     """Image metrics see every frame of a video; digits_acc gives each frame its clip's label."""
+    # catches: clips scored on their first frame only, frames of one clip given another clip's label, or accuracy
+    # counted per clip; compared with the classifier run here on every frame (a set against itself would be 0
+    # by construction, so the fake set is a different subset of clips)
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
     from elit_bench.data.digits import moving_digits_uint8
     from elit_bench.metrics import compute_metrics
+    from elit_bench.metrics.digits_classifier import load_digits_classifier, to_model_input
 
     clips, labels = moving_digits_uint8(16, split="heldout")
     real = tmp_path / "real.npz"
     np.savez(real, arr_0=np.repeat(clips.numpy()[..., None], 3, axis=-1), arr_1=labels.numpy())
     fake = tmp_path / "fake.npz"
-    wrong = (labels.numpy()[:64] + 1) % 10  # wrong labels: the classifier must disagree with every frame
+    wrong = (labels.numpy()[:64] + 1) % 10
     np.savez(fake, arr_0=np.repeat(clips.numpy()[:64, ..., None], 3, axis=-1), arr_1=wrong)
-    right = compute_metrics(real, real, ["digits_fd", "digits_acc"], use_cache=False)
-    assert right["digits_fd"] == pytest.approx(0, abs=1e-6) and right["digits_acc"] > 0.9
-    assert compute_metrics(fake, real, ["digits_acc"], use_cache=False)["digits_acc"] < 0.1
+    ours = compute_metrics(fake, real, ["digits_fd"], use_cache=False)["digits_fd"]
+    right = compute_metrics(real, None, ["digits_acc"], use_cache=False)["digits_acc"]
+    wrong_acc = compute_metrics(fake, None, ["digits_acc"], use_cache=False)["digits_acc"]
+
+    frames = clips.shape[1]
+    with torch.no_grad():
+        features, logits = load_digits_classifier()(to_model_input(clips.reshape(-1, *clips.shape[2:])))
+    predicted = logits.argmax(-1).view(-1, frames)  # (clips, frames)
+    stats = lambda f: (f.mean(0), np.cov(f, rowvar=False))
+    every = features.double().numpy().reshape(len(clips), frames, -1)
+    expected = calculate_frechet_distance(*stats(every[:64].reshape(64 * frames, -1)), *stats(every.reshape(-1, every.shape[-1])))
+    first_only = calculate_frechet_distance(*stats(every[:64, 0]), *stats(every[:, 0]))
+    assert ours == pytest.approx(expected, rel=1e-4) and ours != pytest.approx(first_only, rel=1e-2)
+    assert right == pytest.approx((predicted == labels[:, None]).double().mean().item(), abs=1e-12)
+    assert wrong_acc == pytest.approx((predicted[:64] == torch.from_numpy(wrong)[:, None]).double().mean().item(), abs=1e-12)
+    assert right > 0.9 and wrong_acc < 0.1
 
 
 def test_smoke_reference_for_clips_is_the_heldout_clips(tmp_path):
