@@ -78,13 +78,48 @@ def test_long_table_keeps_each_runs_evaluation_order(tmp_path):
     assert (dest / "table.md").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_plot_writes_png_and_svg(tmp_path):
+def capture_figures(monkeypatch):
+    """Figures the plot command draws, kept open for inspection (pyplot.close is what it calls when done)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    return figures
+
+
+def plotted(ax) -> dict:
+    """{legend label: sorted (x, y) points} of the data lines, matched to the legend entries by colour."""
+    from matplotlib.colors import to_hex
+
+    handles = {to_hex(h.get_color()): h.get_label() for h in ax.lines if len(h.get_xydata()) == 0}
+    return {handles[to_hex(line.get_color())]: sorted(map(tuple, line.get_xydata().tolist()))
+            for line in ax.lines if line.get_label().startswith("_child")}
+
+
+def test_plot_draws_each_runs_points_the_frontier_and_the_axis_labels(tmp_path, monkeypatch):
+    # catches: another metric or x quantity plotted, runs merged into one line, a dominated point on the frontier,
+    # or axis labels other than the suite's; a file size says none of this
+    from elit_bench.suites.spec import load_suite
+
     out = tmp_path / "runs"
     for budget, (fd, gf) in enumerate([(30.0, 1.0), (20.0, 2.0), (25.0, 3.0)], start=1):
         write_record(out, "quickstart", "ELIT-MB", None, f"J={budget}", None, {"digits_fd": fd}, gflops=gf,
                      scale="smoke", data=("digits", 16), steps=20, num=512)
+    write_record(out, "quickstart", "DiT", None, "J=all", None, {"digits_fd": 22.0, "digits_acc": 0.9}, gflops=4.0,
+                 scale="smoke", data=("digits", 16), steps=20, num=512)
+    figures = capture_figures(monkeypatch)
     assert main(["plot", "quickstart", "--out", str(out), "--dest", str(tmp_path / "fig")]) == 0
-    assert (tmp_path / "fig" / "figure.png").stat().st_size > 1000 and (tmp_path / "fig" / "figure.svg").exists()
+    assert (tmp_path / "fig" / "figure.png").is_file() and (tmp_path / "fig" / "figure.svg").is_file()
+    ax, = figures[0].axes
+    assert plotted(ax) == {"ELIT-MB": [(1.0, 30.0), (2.0, 20.0), (3.0, 25.0)], "DiT": [(4.0, 22.0)]}
+    # FD is lower-is-better: (3, 25) and (4, 22) are dominated by (2, 20), so the frontier is (1, 30), (2, 20)
+    front, = [line for line in ax.lines if line.get_label() == "Pareto frontier"]
+    assert front.get_linestyle() == "--" and front.get_xydata().tolist() == [[1.0, 30.0], [2.0, 20.0]]
+    report = load_suite("quickstart").report
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (report["xlabel"], report["ylabel"])
 
 
 def test_plot_at_smoke_scale_draws_the_metric_that_scale_measures(tmp_path, capsys):
