@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 TINY = ["--set", "train.steps=4", "--set", "train.ckpt_every=2", "--set", "train.model_kwargs.hidden_size=32",
         "--set", "train.model_kwargs.depth=4", "--set", "metrics.num_samples=16", "--set", "sample.steps=2",
         "--set", "sample.batch=16", "--no-progress"]
@@ -53,13 +55,54 @@ def test_sigkill_mid_suite_then_same_command_completes(tmp_path):
     assert (root / "report" / "table.md").is_file() and (root / "report" / "figure.png").is_file()
 
 
-def test_compute_suites_run_and_draw_measured_axes(tmp_path):
+def test_compute_suites_run_and_draw_measured_axes(tmp_path, monkeypatch):
     """Fig. 9 and 10 plot one measured quantity against another (x is a metric of the same record)."""
-    from elit_bench.cli import main
+    # catches: a figure whose x axis is not the record's measured quantity (e.g. sampling FLOPs instead of forward
+    # GFLOPs), lines not split by the hue, or relative FLOPs that are not F(J~) / F(J) of the suite's model
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from matplotlib.colors import to_hex
+
+    from elit_bench.cli import main
+    from elit_bench.flops import forward_flops
+    from elit_bench.models import create_model
+    from elit_bench.suites.spec import load_suite
+    from test_guidance_modes import reference_forward_macs
+
+    figures = {}
     for suite in ("fig9-latency", "fig10-flops", "table4-mmdit-flops"):
+        drawn = []
+        monkeypatch.setattr(plt, "close", lambda fig=None, drawn=drawn: drawn.append(fig))
         assert main(["run", suite, "--scale", "smoke", "--out", str(tmp_path), "--no-progress"]) == 0
-        report = tmp_path / suite / "smoke" / "report"
-        assert (report / "table.md").is_file()
+        assert (tmp_path / suite / "smoke" / "report" / "table.md").is_file()
+        figures[suite] = drawn
+    lines = {}
     for suite in ("fig9-latency", "fig10-flops"):
-        assert (tmp_path / suite / "smoke" / "report" / "figure.png").stat().st_size > 1000
+        ax, = figures[suite][0].axes
+        report = load_suite(suite).report
+        assert (ax.get_xlabel(), ax.get_ylabel()) == (report["xlabel"], report["ylabel"]), suite
+        legend = {to_hex(h.get_color()): h.get_label() for h in ax.lines if len(h.get_xydata()) == 0}
+        lines[suite] = {legend[to_hex(line.get_color())]: line.get_xydata()
+                        for line in ax.lines if line.get_label().startswith("_child")}
+
+    # Fig. 9 smoke: ELIT-DiT-S/2 at 64 px, groups of 2x2 tokens, budgets 1, 2, 4: x = its forward GFLOPs
+    (model, points), = lines["fig9-latency"].items()
+    assert model == "ELIT-DiT-S/2"
+    with torch.device("meta"):
+        m = create_model("ELIT-DiT-S/2", resolution=64, group_size=2)
+    assert points[:, 0].tolist() == pytest.approx([forward_flops(m, b) / 1e9 for b in (1, 2, 4)], rel=1e-9)
+    assert (points[:, 1] > 0).all()  # measured milliseconds
+
+    # Fig. 10: ELIT-DiT-XL/2 with 8x8-token groups (N / 64 groups, J = 64) at 256/512/1024 px, FLOPs relative to J = 64,
+    # against REFERENCE section 1's formulas written out independently
+    budgets = [4, 8, 16, 24, 32, 48, 64]
+    assert set(lines["fig10-flops"]) == {"256", "512", "1024"}
+    for res, points in lines["fig10-flops"].items():
+        n = (int(res) // 16) ** 2  # 8x down, patch 2
+        full = reference_forward_macs(28, (4, 20, 4), 1152, n, n // 64, 64, patch_in=2 * 2 * 16)
+        expected = [reference_forward_macs(28, (4, 20, 4), 1152, n, n // 64, j, patch_in=64) / full for j in budgets]
+        assert points[:, 0].tolist() == budgets, res
+        assert points[:, 1].tolist() == pytest.approx(expected, rel=2e-3), res
