@@ -5,11 +5,10 @@ import json
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from elit_bench.baselines import baseline_file
 from elit_bench.cli import main
-from torch.utils.flop_counter import FlopCounterMode
-
 from elit_bench.flops import (
     MMDiTConfig,
     budget_range,
@@ -23,6 +22,7 @@ from elit_bench.flops import (
 )
 from elit_bench.models import create_model, list_models
 from helpers import tiny
+
 
 def compute_csv_rows():
     """(key, resolution) of every published TF figure in baselines/compute.csv (read without computing)."""

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch_fidelity
 from cleanfid.fid import frechet_distance as cleanfid_frechet
+from pytorch_fid.fid_score import calculate_frechet_distance as pytorch_fid_frechet
 from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
-from pytorch_fid.fid_score import calculate_frechet_distance as pytorch_fid_frechet
 
 from elit_bench.errors import UserError
 from elit_bench.metrics import FeatureStats, compute_metrics, frechet_distance, get_extractor

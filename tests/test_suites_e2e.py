@@ -65,12 +65,12 @@ def test_compute_suites_run_and_draw_measured_axes(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     import torch
     from matplotlib.colors import to_hex
+    from test_guidance_modes import reference_forward_macs
 
     from elit_bench.cli import main
     from elit_bench.flops import forward_flops
     from elit_bench.models import create_model
     from elit_bench.suites.spec import load_suite
-    from test_guidance_modes import reference_forward_macs
 
     figures = {}
     for suite in ("fig9-latency", "fig10-flops", "table4-mmdit-flops"):
