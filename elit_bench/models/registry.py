@@ -92,7 +92,15 @@ def create_model(name: str, resolution: int = 256, **overrides) -> nn.Module:
     Works under `with torch.device("meta"):` for counting without memory.
     """
     factory = resolve_factory(name)
-    overrides.setdefault("input_size", resolution // overrides.pop("downsample", LATENT_DOWNSAMPLE))
+    downsample = overrides.pop("downsample", LATENT_DOWNSAMPLE)
+    if "input_size" not in overrides:
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1 or resolution % downsample:
+            raise UserError(f"resolution {resolution!r} must be a positive multiple of {downsample} pixels "
+                            f"(the autoencoder's downsampling), e.g. 256")
+        overrides["input_size"] = resolution // downsample
+    sizes = overrides["input_size"]
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (sizes if isinstance(sizes, (tuple, list)) else [sizes])):
+        raise UserError(f"input_size {sizes!r} must be positive integers (latent tokens per axis before patching)")
     try:
         model = factory(**overrides)
     except TypeError as exc:
