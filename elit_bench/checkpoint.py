@@ -61,6 +61,23 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise UserError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
 
 
+def checkpoint_config(path) -> tuple[dict, int | None]:
+    """(config, step) of a harness checkpoint, memory-mapped so that a large file is not read."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist (a .pt file written by `elit-bench train` "
+                        "or `elit-bench convert`)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise UserError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if not config or "model" not in config:
+        raise UserError(f"checkpoint {str(path)!r} has no config['model']: write it with `elit-bench train` or "
+                        "import it with `elit-bench convert`")
+    return config, ckpt.get("step")
+
+
 def model_from_checkpoint(ckpt: dict, ema: bool = True, device="cpu"):
     """Rebuild the model named in the checkpoint's config and load its (EMA) weights."""
     from elit_bench.models import create_model

@@ -285,3 +285,38 @@ def test_arbitrary_pickled_objects_are_refused(oracle, tmp_path, capsys):
     src = tmp_path / "evil.pt"
     torch.save({"model": oracle.sit["SiT-S/2"](**OFFICIAL_KW).state_dict(), "args": Payload()}, src)
     assert "weights-only" in _convert_fails(capsys, src, tmp_path / "o.pt", "SiT-S/2")
+
+
+def test_a_suite_evaluates_a_converted_checkpoint(oracle, tmp_path, monkeypatch, capsys):
+    # catches: a suite that can only evaluate what it trained; the imported run must sample, score and record
+    # its source without training
+    official = randomise(oracle.sit["SiT-S/2"](input_size=16, in_channels=1, num_classes=10, qk_norm=False), 6)
+    src, ckpt = save_official(tmp_path, official), tmp_path / "authors.pt"
+    assert cli(["convert", str(src), "--format", "elit-official", "--model", "SiT-S/2", "--pixels",
+                "--out", str(ckpt)]) == 0
+    suite = tmp_path / "imported.yaml"
+    suite.write_text("""
+name: imported
+variables: {AUTHORS_CKPT: "a harness checkpoint, e.g. from elit-bench convert"}
+base:
+  sample: {steps: 2, batch: 16}
+  metrics: {names: [digits_fd, digits_acc], num_samples: 16, real: digits}
+runs:
+  - {label: SiT-S/2 (authors), checkpoint: "${AUTHORS_CKPT}"}
+evals:
+  - {label: CFG, sample: {guidance: cfg, scale: 1.0}}
+scales: {smoke: {}}
+""")
+    monkeypatch.setenv("AUTHORS_CKPT", str(tmp_path / "missing.pt"))
+    assert cli(["run", str(suite), "--out", str(tmp_path / "runs"), "--dry-run"]) == 2
+    assert "missing.pt' does not exist" in capsys.readouterr().err
+    monkeypatch.setenv("AUTHORS_CKPT", str(ckpt))
+    assert cli(["run", str(suite), "--out", str(tmp_path / "runs"), "-q"]) == 0
+    records = [p for p in (tmp_path / "runs").rglob("records/*.json") if "real-data" not in p.parts]
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["run_label"] == "SiT-S/2 (authors)" and record["model"] == "SiT-S/2"
+    assert record["provenance"]["checkpoint_sha256"] == file_sha256(ckpt)
+    assert 0 <= record["metrics"]["digits_acc"] <= 1 and record["metrics"]["digits_fd"] > 0
+    samples = json.loads(next((tmp_path / "runs").rglob("samples.json")).read_text())
+    assert samples["converted_from"]["sha256"] == file_sha256(src)

@@ -118,6 +118,10 @@ def plan_run(run) -> dict:
         return {"run": run.id, "label": run.label, "model": run.compute.get("model", "-"), "compute": run.compute,
                 "batch": "-", "steps": "-", "train_tflops_per_iter": 0.0, "train_total_pflops": 0.0, "evals": 0,
                 "samples": 0}
+    if run.checkpoint:
+        return {"run": run.id, "label": run.label, "model": run.checkpoint, "batch": "-", "steps": "-",
+                "train_tflops_per_iter": 0.0, "train_total_pflops": 0.0, "evals": len(run.evals),
+                "samples": sum(int(e.metrics.get("num_samples", 64)) for e in run.evals)}
     model, cfg = run_model(run.train)
     tf = expected_train_tflops(model, cfg)
     samples = sum(int(e.metrics.get("num_samples", 64)) for e in run.evals)

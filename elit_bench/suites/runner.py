@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from elit_bench.checkpoint import atomic_write
+from elit_bench.checkpoint import atomic_write, checkpoint_config
 from elit_bench.errors import UserError
 from elit_bench.provenance import provenance
 from elit_bench.sampling.generate import write_npz
 from elit_bench.schema import MetricsSettings, SampleSettings
-from elit_bench.suites.spec import EvalSpec, RunSpec
+from elit_bench.suites.spec import EvalSpec, RunSpec, checkpoint_model
 from elit_bench.training.config import expected_train_tflops, fill_defaults
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def is_done(out, run: RunSpec) -> bool:
         covered, step = set(done["evals"]), done.get("step")
     except (ValueError, KeyError, TypeError):
         return False
-    steps = fill_defaults(run.train)["steps"] if not run.compute else None
+    steps = fill_defaults(run.train)["steps"] if run.trains else None
     return {e.id for e in run.evals} <= covered and (steps is None or (step or 0) >= steps)
 
 
@@ -75,8 +75,11 @@ def digits_reference(out: Path, resolution: int, video: bool = False) -> Path:
     return path
 
 
-def checkpoint_for(rdir: Path, ev: EvalSpec, last_step: int) -> tuple[Path, int]:
-    """(checkpoint file, its step): a snapshot (`sample.checkpoint_step`, convergence curves) or the last one."""
+def checkpoint_for(rdir: Path, ev: EvalSpec, last_step: int, given: str | None = None) -> tuple[Path, int]:
+    """(checkpoint file, its step): the run's given checkpoint, a snapshot (`sample.checkpoint_step`, convergence
+    curves) or the last one."""
+    if given:
+        return Path(given), last_step
     step = ev.sample.get("checkpoint_step")
     ckpts = rdir / "train" / "checkpoints"
     return (ckpts / f"step_{int(step):07d}.pt", int(step)) if step else (ckpts / "last.pt", last_step)
@@ -89,15 +92,17 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
     from elit_bench.sampling.generate import generate, seed_list
     from elit_bench.training.config import build_meta_model
 
-    ckpt, step = checkpoint_for(rdir, ev, step)
+    ckpt, step = checkpoint_for(rdir, ev, step, run.checkpoint)
     sample, metrics = SampleSettings(**ev.sample), MetricsSettings(**ev.metrics)  # validated when the suite expanded
-    model = build_meta_model(train_config)
+    model = checkpoint_model(run.checkpoint) if run.checkpoint else build_meta_model(train_config)
     edir = rdir / EVALS / ev.id / f"step-{step}"
     sample_record = generate(ckpt, edir, seed_list(metrics.num_samples), sample.recipe(model.max_budget),
                              ema=sample.ema, batch=sample.batch, grid=True, progress=progress)
     real = metrics.real
     if real == "digits":
-        data = train_config["data"]
+        # an imported checkpoint's data description may not name the digits: `real: digits` and its model tell
+        data = {"name": "digits", "resolution": model.input_shape[-1], **train_config["data"]}
+        train_config = {**train_config, "data": data}
         real = digits_reference(rdir.parents[2] / "_shared", data["resolution"], data["name"] == "moving-digits")
     options = metrics.options.model_dump(exclude_none=True) if metrics.options else {}
     scores = compute_metrics(edir / "samples.npz", real, metrics.names, progress=progress, **options)
@@ -113,7 +118,7 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
         "flops": {"sample_flops_per_sample": sample_record["flops_per_sample"],
                   "forward_flops_full": forward_flops(model),
                   "flops_vs_cfg": sample_record.get("flops_vs_cfg"),
-                  **training_flops(train_config)},
+                  **(training_flops(train_config) if run.trains else {})},
         "provenance": {**provenance(), "config_hash": run.config_hash, "train_config": train_config,
                        "eval": asdict(ev), "checkpoint_sha256": sample_record.get("checkpoint_sha256"),
                        "metrics": score_provenance},
@@ -129,7 +134,7 @@ def track_evaluation(rdir: Path, train_config: dict, ev: EvalSpec, record: dict)
     from elit_bench.tracking import Tracker
 
     step = record["train_step"]
-    tracker = Tracker(rdir / "train", train_config["logger"], train_config)
+    tracker = Tracker(rdir / "train", train_config.get("logger", "tensorboard"), train_config)
     try:
         tracker.scalars({f"eval/{ev.label}/{name}": float(value) for name, value in record["metrics"].items()
                          if isinstance(value, (int, float))}, step)
@@ -160,13 +165,18 @@ def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
     main = os.environ.get("RANK", "0") == "0"  # under torchrun / SLURM tasks every rank works, rank 0 writes
     if run.compute:
         return execute_compute(run, rdir) if main else rdir
-    config = dict(run.train, out=str(rdir / "train"), progress=progress)
-    resolved = resolve_config(config)
+    if run.checkpoint:  # evaluated as given: its config names model, data and where it came from
+        resolved, last_step = checkpoint_config(run.checkpoint)
+    else:
+        config = dict(run.train, out=str(rdir / "train"), progress=progress)
+        resolved = resolve_config(config)
     if main:  # rewritten when the run is continued with more steps
         write_json(rdir / RUN_JSON, {"suite": run.suite, "scale": run.scale, "run_id": run.id, "label": run.label,
                                      "config_hash": run.config_hash, "train": run.train, "resolved": resolved,
+                                     "checkpoint": run.checkpoint,
                                      "evals": [asdict(e) | {"id": e.id} for e in run.evals], **provenance()})
-    last_step = train(config)["step"]
+    if not run.checkpoint:
+        last_step = train(config)["step"]
     for ev in run.evals:
         record_path = rdir / RECORDS / f"{ev.id}.json"
         step = checkpoint_for(rdir, ev, last_step)[1]

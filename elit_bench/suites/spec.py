@@ -35,6 +35,11 @@ and steps ratios they have at paper scale, unless a run says why not
 (`unmatched: {batch: reason}`). The run id is a readable label plus the
 hash of the training identity (model, data, optimisation, seed; not the
 run-control keys such as `steps`, so raising them continues the run).
+
+A run may evaluate a checkpoint it did not train, e.g. the authors' weights
+imported with `elit-bench convert`: `{label: ELIT-SiT-XL/2 (authors),
+checkpoint: "${ELIT_SIT_XL_CKPT}"}`. It gets the suite's evaluations and no
+training; its id hashes the checkpoint's path.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ SCALES = ("paper", "proxy", "smoke")
 SUITE_KEYS = {"name", "title", "paper", "report", "variables", "base", "runs", "evals", "scales", "leaderboard"}
 SECTION_KEYS = {"train", "sample", "metrics", "compute"}
 RUN_KEYS = {"label", "paper_row", "paper_setting", "matrix", "seeds", "unmatched", "train", "sample", "metrics",
-            "compute"}
+            "compute", "checkpoint"}
 EVAL_KEYS = {"label", "paper_guidance", "series", "matrix", "only", "sample", "metrics"}
 SCALE_KEYS = SECTION_KEYS | {"size", "runs", "evals"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -165,12 +170,20 @@ class RunSpec:
     unmatched: dict = field(default_factory=dict)
     # batch and steps over a reference run's, here and at paper scale (`ratio_table`)
     ratios: dict | None = None
+    # a harness checkpoint evaluated without training (e.g. imported with `elit-bench convert`)
+    checkpoint: str | None = None
+
+    @property
+    def trains(self) -> bool:
+        return not self.compute and not self.checkpoint
 
     @property
     def config_hash(self) -> str:
-        """The compute spec, or the training identity: model, data, optimisation, seed (not steps: raising them
-        continues the run)."""
-        return canonical_hash(self.compute) if self.compute else identity_hash(self.train)
+        """The compute spec, the checkpoint, or the training identity: model, data, optimisation, seed (not steps:
+        raising them continues the run)."""
+        if self.compute:
+            return canonical_hash(self.compute)
+        return canonical_hash({"checkpoint": self.checkpoint}) if self.checkpoint else identity_hash(self.train)
 
     @property
     def id(self) -> str:
@@ -241,8 +254,12 @@ class Suite:
                     runs.append(RunSpec(self.name, scale, str(run.get("label") or compute.get("model")),
                                         run.get("paper_row"), {}, [], run.get("paper_setting"), compute))
                     continue
-                spec = RunSpec(self.name, scale, str(run.get("label") or train.get("model")), run.get("paper_row"),
-                               train, paper_setting=run.get("paper_setting"), unmatched=dict(run.get("unmatched") or {}))
+                checkpoint = _substitute(run["checkpoint"], values, strict, self.name) if run.get("checkpoint") else None
+                if checkpoint:
+                    train = {}
+                spec = RunSpec(self.name, scale, str(run.get("label") or train.get("model") or checkpoint),
+                               run.get("paper_row"), train, paper_setting=run.get("paper_setting"),
+                               unmatched=dict(run.get("unmatched") or {}), checkpoint=checkpoint)
                 for ev in evals:
                     if ev.get("only") and spec.label not in ev["only"] and run.get("label") not in ev["only"]:
                         continue
@@ -286,7 +303,7 @@ def resolve_relative(runs: list[RunSpec], base_train: dict, where: str) -> None:
     FLOPs per iteration (or the steps that give its total training FLOPs) with this run's model at this scale;
     such a value's ratio to other runs follows the models, so it is exempt from the ratio check.
     """
-    trained = [r for r in runs if not r.compute]
+    trained = [r for r in runs if r.trains]
     for run in trained:
         for key in RATIO_KEYS:
             spec = run.train.get(key)
@@ -353,11 +370,11 @@ def ratio_table(runs: list[RunSpec], paper: list[RunSpec]) -> dict[str, dict]:
     A run's paper-scale counterpart has its label, else its (paper_row, paper_setting) (smoke scales often
     run fewer, smaller runs that stand for paper rows). Runs without one show their ratios only here.
     """
-    trained = [r for r in runs if not r.compute]
+    trained = [r for r in runs if r.trains]
     if not trained:
         return {}
-    by_label = {r.label: r for r in paper if not r.compute}
-    by_row = {(r.paper_row, r.paper_setting): r for r in paper if not r.compute and r.paper_row}
+    by_label = {r.label: r for r in paper if r.trains}
+    by_row = {(r.paper_row, r.paper_setting): r for r in paper if r.trains and r.paper_row}
     counterpart = {r.id: by_label.get(r.label) or by_row.get((r.paper_row, r.paper_setting)) for r in trained}
     common = [r for r in trained if counterpart[r.id]]
     ref = next((r for r in common if not r.unmatched), common[0] if common else trained[0])
@@ -398,6 +415,16 @@ def run_model(train: dict):
     return build_meta_model(cfg), cfg
 
 
+def checkpoint_model(path: str):
+    """The model of a harness checkpoint, on the meta device (the file is memory-mapped, not read)."""
+    from elit_bench.checkpoint import checkpoint_config
+    from elit_bench.models import create_model
+
+    config = checkpoint_config(path)[0]
+    with torch.device("meta"):
+        return create_model(config["model"], **config.get("model_kwargs", {}))
+
+
 def validate_run(run: RunSpec) -> None:
     """Schema, model, training budgets and every evaluation's sampling recipe and metrics; UserError otherwise."""
     from elit_bench.sampling.generate import prepare
@@ -405,17 +432,21 @@ def validate_run(run: RunSpec) -> None:
     if run.compute:
         return
     where = f"suite {run.suite!r} at scale {run.scale!r}, run {run.label!r}: "
-    fill_defaults(run.train, "train", where)
     try:
-        model, cfg = run_model(run.train)
-        training_budgets(model, cfg)
+        if run.checkpoint:
+            model, cfg = checkpoint_model(run.checkpoint), {"snapshot_every": None, "steps": None}
+        else:
+            fill_defaults(run.train, "train", where)
+            model, cfg = run_model(run.train)
+            training_budgets(model, cfg)
     except UserError as exc:
         raise UserError(f"{where}{exc}") from None
     for ev in run.evals:
         at = f"{where[:-2]}, eval {ev.label!r}: "
         sample = check("sample", SampleSettings, ev.sample, at)
         check("metrics", MetricsSettings, ev.metrics, at)
-        if sample.checkpoint_step and not (cfg["snapshot_every"] and sample.checkpoint_step % cfg["snapshot_every"] == 0
+        snapshots = cfg["snapshot_every"] and cfg["steps"]
+        if sample.checkpoint_step and not (snapshots and sample.checkpoint_step % cfg["snapshot_every"] == 0
                                            and sample.checkpoint_step <= cfg["steps"]):
             raise UserError(f"{at}sample.checkpoint_step {sample.checkpoint_step} is not a snapshot step: it must be a "
                             f"multiple of train.snapshot_every ({cfg['snapshot_every']}) up to train.steps "
