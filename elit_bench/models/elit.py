@@ -65,10 +65,14 @@ def from_groups(x: torch.Tensor, grid: Grid, group_size: tuple[int, ...]) -> tor
     return x.permute(perm).reshape(x.shape[0], grid.num_tokens, d)
 
 
-def take(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """Latent slots x (1|B, G, J, d) at indices keep (1|B, G, J~) -> (B', G, J~, d); keep None: all."""
+def take(x: torch.Tensor, keep: torch.Tensor | int | None) -> torch.Tensor:
+    """Latent slots x (1|B, G, J, d) at indices keep (1|B, G, J~) -> (B', G, J~, d).
+
+    keep None: all slots; an int J~: the first J~ (tail dropping, a view instead of a gather)."""
     if keep is None:
         return x
+    if isinstance(keep, int):
+        return x[:, :, :keep]
     b = max(x.shape[0], keep.shape[0])
     index = keep.expand(b, -1, -1).unsqueeze(-1).expand(-1, -1, -1, x.shape[-1])
     return x.expand(b, -1, -1, -1).gather(2, index)
@@ -154,7 +158,7 @@ class ReadState:
 
     spatial: torch.Tensor
     all_latents: torch.Tensor | None = None
-    keep: torch.Tensor | None = None
+    keep: torch.Tensor | int | None = None
 
 
 class LatentInterface(nn.Module):
@@ -196,8 +200,9 @@ class LatentInterface(nn.Module):
                             f"(this model has J={J}; None means all {J})")
         return budget
 
-    def keep_index(self, groups: int, budget: int, device, generator=None) -> torch.Tensor | None:
-        """Kept latent slots, (1, G, J~), or (B, G, J~) with one generator per sample; None keeps all.
+    def keep_index(self, groups: int, budget: int, device, generator=None) -> torch.Tensor | int | None:
+        """Kept latent slots: None (all), J~ (the first J~: tail dropping), or indices (1|B, G, J~) with one
+        generator per sample.
 
         generator: None (global RNG), a torch.Generator, or a sequence of them,
         one per sample, so a sample's random subset does not depend on its batch.
@@ -206,7 +211,7 @@ class LatentInterface(nn.Module):
         if budget == J:
             return None
         if self.drop == "tail":
-            return torch.arange(budget, device=device).expand(1, groups, -1)
+            return budget
         gens = generator if isinstance(generator, (list, tuple)) else [generator]
         scores = torch.stack([torch.rand(groups, J, generator=g, device=g.device if g else device) for g in gens])
         return scores.argsort(dim=-1)[..., :budget].sort(dim=-1).values.to(device)
@@ -236,7 +241,9 @@ class LatentInterface(nn.Module):
         """Latents (B, G*J~, d) from the core -> spatial tokens (B, N, d) updated by the Write."""
         b, d, G = latents.shape[0], latents.shape[-1], layout.num_groups
         latents = latents.reshape(b, G, layout.per_group, d)
-        if state.all_latents is not None:  # the dropped latents come back with their Read output
+        if isinstance(state.keep, int):  # the dropped tail comes back with its Read output
+            latents = torch.cat([latents, state.all_latents[:, :, state.keep:]], dim=2)
+        elif state.all_latents is not None:  # the dropped latents come back with their Read output
             index = state.keep.expand(b, -1, -1).unsqueeze(-1).expand(-1, -1, -1, d)
             latents = state.all_latents.scatter(2, index, latents)
         target = state.spatial + self.write_pos
