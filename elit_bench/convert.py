@@ -18,7 +18,6 @@ written.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from elit_bench.checkpoint import save_checkpoint
 from elit_bench.errors import UserError, choices_error
+from elit_bench.metrics.weights import file_sha256
 from elit_bench.models.elit import ELIT, to_groups
 from elit_bench.models.layout import Grid
 
@@ -57,14 +57,6 @@ UNIT_KEYS = [
 ]
 ATTENTION_NAMES = {"q_proj": "q", "kv_proj": "kv", "q_norm": "q_norm", "k_norm": "k_norm", "proj": "proj"}
 DROPPED = (r"projectors\..*",)  # REPA's alignment heads: used in training only
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_official(path, weights: str = "ema") -> tuple[dict, dict, int | None]:
