@@ -123,7 +123,7 @@ def _target_key(key: str, elit: bool) -> str | None:
     raise UserError(f"source key {key!r} has no place in the harness's model: is --format right?")
 
 
-def _transform(key: str, value: torch.Tensor, model, fmt: str) -> torch.Tensor:
+def _transform(key: str, value: torch.Tensor, model) -> torch.Tensor:
     """Layout differences between the official tensors and ours."""
     backbone = model.backbone if isinstance(model, ELIT) else model
     if key == "x_embedder.proj.weight":  # conv over a patch == Linear over the flattened (C, p, p) patch
@@ -146,7 +146,7 @@ def _transform(key: str, value: torch.Tensor, model, fmt: str) -> torch.Tensor:
     return value
 
 
-def convert_state(state: dict, model, fmt: str) -> tuple[dict, list[str]]:
+def convert_state(state: dict, model) -> tuple[dict, list[str]]:
     """Official state dict -> the harness model's state dict (checked), and the dropped keys."""
     elit = isinstance(model, ELIT)
     ours = model.state_dict()
@@ -159,7 +159,7 @@ def convert_state(state: dict, model, fmt: str) -> tuple[dict, list[str]]:
         if target not in ours:
             raise UserError(f"source key {key!r} maps to {target!r}, which the model {model.name!r} does not have "
                             "(a different model size, depth or format?)")
-        value = _transform(key, value, model, fmt)
+        value = _transform(key, value, model)
         if tuple(value.shape) != tuple(ours[target].shape):
             raise UserError(f"source key {key!r} has shape {tuple(value.shape)} but {model.name!r} expects "
                             f"{tuple(ours[target].shape)} for {target!r}: set the model's arguments with --set")
@@ -192,7 +192,7 @@ def convert(src, fmt: str, model_name: str, overrides: dict | None = None, weigh
         kwargs["time_reversed"] = False  # willisma/SiT trains with t = 0 at noise, v = data - noise
     kwargs.update(overrides or {})
     model = create_model(model_name, **kwargs)
-    converted, dropped = convert_state(state, model, fmt)
+    converted, dropped = convert_state(state, model)
     model.load_state_dict(converted)
     sha = file_sha256(src)
     return {
