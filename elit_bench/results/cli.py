@@ -6,7 +6,8 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    for name, helptext in (("table", "render a suite's table (Markdown and LaTeX), ours beside the published numbers"),
+    for name, helptext in (("table", "render a suite's table (Markdown and LaTeX), ours beside the published numbers; "
+                                    "a claims suite: verdicts.json and the forest plot too"),
                            ("plot", "draw a suite's figure with seaborn (PNG and SVG)")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("suite")
@@ -22,11 +23,12 @@ def register(sub) -> None:
 
 
 def _frame(args):
-    from elit_bench.results.records import load_records, records_frame
+    from elit_bench.results.records import load_records
+    from elit_bench.results.report import suite_frame
     from elit_bench.suites.spec import load_suite
 
     suite = load_suite(args.suite)
-    return suite, records_frame(load_records(args.out, suite.name, args.scale))
+    return suite, suite_frame(suite, load_records(args.out, suite.name, args.scale))
 
 
 def _dest(args, suite) -> Path:

@@ -5,6 +5,7 @@ A suite's `report` says what to draw:
     report: {kind: table}                                   # the paper's layout, ours beside theirs
     report: {kind: plot, x: sample_gflops, y: fid, hue: run, style: guidance, frontier: true}
     report: {kind: table, rho: {LOW-COMPUTE RUN: HIGH-COMPUTE RUN, ...}}   # Table 6: rho from our records
+    report: {kind: claims, claims: [{id, claim, paper, tests: [...]}]}    # verdicts (results/claims.py)
 
 Tables put each published number (suite `paper: {table, setting}`) next to
 ours with the relative change; runs map to published rows by `paper_row`
@@ -12,10 +13,16 @@ and evaluations to published columns by `paper_guidance`. Every number
 carries its 95% interval, records of several training seeds show their
 mean, std and each seed, and a suite's `real data` record (the floor of a
 digits suite) is the first row of its table and a line on its figure.
+
+A claims report is a table with one row per test, grouped by claim (the
+paper's evidence, our two cells, the effect with its interval, method and
+seeds, the test's and the claim's verdict), `verdicts.json` with the same
+numbers, and a forest plot of the effects (docs/claims.md).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import textwrap
@@ -28,9 +35,11 @@ from elit_bench.checkpoint import atomic_write
 from elit_bench.errors import UserError
 from elit_bench.metrics.floor import REAL_DATA_LABEL
 from elit_bench.metrics.frontier import HIGHER_IS_BETTER, pareto_frontier, rho
+from elit_bench.results import claims as claims_mod
 from elit_bench.results.records import (
     aggregate_seeds,
     format_estimate,
+    format_interval,
     load_records,
     published,
     records_frame,
@@ -47,6 +56,9 @@ CELL_NOTE = ("Cells: value ± half-width of its 95% interval, or value [low, hig
              "the biased plug-in value); with several training seeds, mean ± sd over seeds, then each seed. "
              "Methods: docs/intervals.md.")
 CONTACT_SHEET = "samples.png"
+VERDICTS = "verdicts.json"
+VERDICT_COLOURS = {claims_mod.SUPPORTED: "#1a9641", claims_mod.CONTRADICTED: "#d7191c",
+                   claims_mod.INCONCLUSIVE: "0.45"}
 
 
 NOT_COMPARABLE = "†"  # marks a published number measured under another protocol
@@ -231,6 +243,8 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
     import seaborn as sns
 
     spec = suite.report
+    if spec.get("kind") == "claims":
+        return draw_forest(suite, claims_mod.evaluate_claims(spec["claims"], frame), path_stem)
     x, y = spec.get("x", "sample_gflops"), spec.get("y", "fid")
     ylabel = spec.get("ylabel", METRIC_LABELS.get(y, y))
     if not (frame["metric"] == y).any():
@@ -336,8 +350,10 @@ def write_contact_sheet(suite, frame: pd.DataFrame, path: Path, columns: int = 6
 
 def write_table(suite, frame: pd.DataFrame, dest: Path) -> tuple[str, list[Path]]:
     """DEST/samples.png (the contact sheet, when there are samples), DEST/table.md and DEST/table.tex;
-    returns the Markdown and the paths."""
+    returns the Markdown and the paths. A claims suite also gets verdicts.json and its forest plot."""
     dest = Path(dest)
+    if suite.report.get("kind") == "claims":
+        return write_claims(suite, frame, dest)
     sheet = write_contact_sheet(suite, frame, dest / CONTACT_SHEET)
     md, latex = render_table(suite, frame, dest)
     paths = [atomic_write(dest / name, lambda tmp, text=text: Path(tmp).write_text(text))
@@ -348,11 +364,171 @@ def write_table(suite, frame: pd.DataFrame, dest: Path) -> tuple[str, list[Path]
 def write_report(suite, out, scale: str | None = None, dest: Path | None = None) -> list[Path]:
     """Table and contact sheet (always) and figure (when the suite has one) under DEST
     (default OUT/<suite>/<scale>/report)."""
-    frame = records_frame(load_records(out, suite.name, scale))
+    frame = suite_frame(suite, load_records(out, suite.name, scale))
     if frame.empty:
         raise UserError(f"no records for suite {suite.name!r} under {str(out)!r}: run `elit-bench run {suite.name}`")
     dest = Path(dest) if dest else Path(out) / suite.name / (scale or "all") / "report"
-    _, paths = write_table(suite, frame, dest)
+    _, paths = write_table(suite, frame, dest)  # a claims report draws its figure there
     if suite.report.get("kind") == "plot":
         paths += draw_plot(suite, frame, dest / "figure")
     return paths
+
+
+def suite_frame(suite, records: list[dict]) -> pd.DataFrame:
+    """The records as the suite's report needs them: `records_frame`, with bootstrap replicates for claims."""
+    return claims_mod.claims_frame(records) if suite.report.get("kind") == "claims" else records_frame(records)
+
+
+# ---------------------------------------------------------------- claims: verdict table, forest plot, verdicts.json
+EXPECT_TEXT = {"better": "better", "not_worse": "not worse", "equivalent": "equivalent"}
+
+
+def _test_text(t: dict) -> str:
+    metric = METRIC_LABELS.get(t["metric"], t["metric"])
+    way = "higher" if t["higher_is_better"] else "lower"
+    text = (f"{t['a']['run']} @ {t['a']['eval']} vs {t['b']['run']} @ {t['b']['eval']}: {metric} ({way} is better), "
+            f"expect {EXPECT_TEXT[t['expect']]}")
+    if t["margin"]:
+        text += f", margin {t['margin']:.3g} x abs(b) = {t['margin_abs']:.3g}"
+    return text
+
+
+def _method_text(t: dict) -> str:
+    seeds = t["seeds"]
+    shown = {k: ", ".join("-" if s is None else str(s) for s in v) for k, v in seeds.items()}
+    if t["method"] == "paired-t-over-seeds":
+        return f"paired t over seeds {shown['a']}"
+    if t["method"] == "welch-t-over-seeds":
+        return f"Welch t over seeds (a: {shown['a']}; b: {shown['b']})"
+    if t["method"] == "bootstrap-basic-difference":
+        ra, rb = t["replicates"]
+        return f"bootstrap, {ra} x {rb} replicate pairs (one seed each: a {shown['a']}, b {shown['b']})"
+    return f"normal from the intervals (one seed each: a {shown['a']}, b {shown['b']})"
+
+
+def claims_table(results: list[dict]) -> pd.DataFrame:
+    """One row per test, grouped by claim; a claim's id, words, evidence and verdict on its first row."""
+    rows = []
+    for claim in results:
+        for j, t in enumerate(claim["tests"]):
+            first = j == 0
+            rows.append({"claim": claim["id"] if first else "", "statement": claim["claim"] if first else "",
+                         "paper": claim["paper"] if first else "", "test": f"{j + 1}. {_test_text(t)}",
+                         "a (ours)": t["a"]["text"], "b (ours)": t["b"]["text"],
+                         "effect (95%)": format_interval(t["effect"], t["low"], t["high"]),
+                         "method (seeds)": _method_text(t), "test verdict": t["verdict"],
+                         "claim verdict": claim["verdict"] if first else ""})
+    return pd.DataFrame(rows)
+
+
+def ratios_table(results: list[dict]) -> pd.DataFrame:
+    rows = []
+    for claim in results:
+        for r in claim["ratios"]:
+            over = f" / {r['b']['run']} @ {r['b']['eval']}" if r["b"] else ""
+            rows.append({"claim": claim["id"], "figure": r["label"],
+                         "of": f"{r['quantity']}: {r['a']['run']} @ {r['a']['eval']}{over}",
+                         "ours": _number(r["value"]), "paper": _number(r["paper"]) if r["paper"] is not None else "-"})
+    return pd.DataFrame(rows)
+
+
+def render_claims(suite, frame: pd.DataFrame, results: list[dict], dest: Path | None = None) -> tuple[str, str]:
+    """(Markdown, LaTeX) of a claims report."""
+    table = claims_table(results)
+    counts = pd.Series([c["verdict"] for c in results]).value_counts()
+    tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in (claims_mod.SUPPORTED, claims_mod.CONTRADICTED,
+                                                                claims_mod.INCONCLUSIVE))
+    samples = sorted({int(n) for n in frame["num_samples"].dropna()})
+    header = (f"# {suite.title}\n\nscale: {', '.join(sorted(frame['scale'].unique()))}; samples per set: {samples}\n\n"
+              f"Claims: {tally}.\n\n")
+    if dest is not None:
+        if (Path(dest) / "figure.png").is_file():
+            header += "Effects and their intervals: [figure.png](figure.png)\n\n"
+        if (Path(dest) / CONTACT_SHEET).is_file():
+            header += f"Samples of every evaluation: [{CONTACT_SHEET}]({CONTACT_SHEET})\n\n"
+    md = header + table.to_markdown(index=False)
+    ratios = ratios_table(results)
+    if not ratios.empty:
+        md += "\n\nMeasured beside the claims (no verdict):\n\n" + ratios.to_markdown(index=False)
+    md += f"\n\n{claims_mod.RULE} Cells a and b: {CELL_NOTE.removeprefix('Cells: ')}\n"
+    latex = table.to_latex(index=False, escape=True, caption=suite.title, label=f"tab:{suite.name}")
+    if not ratios.empty:
+        latex += "\n" + ratios.to_latex(index=False, escape=True, caption=f"{suite.title}: measured ratios",
+                                        label=f"tab:{suite.name}-ratios")
+    return md, latex
+
+
+def draw_forest(suite, results: list[dict], path_stem: Path) -> list[Path]:
+    """Each test's effect relative to abs(b) (%) with its 95% interval, a zero line and the margin band, coloured by
+    verdict; PNG and SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    tests = [(claim, j, t) for claim in results for j, t in enumerate(claim["tests"], 1)]
+    fig, ax = plt.subplots(figsize=(7.5, 1.7 + 0.42 * len(tests)))
+    labels, skipped = [], []
+    for y, (claim, j, t) in enumerate(tests):
+        labels.append(textwrap.shorten(f"{claim['id']}.{j} {t['a']['run']} @ {t['a']['eval']} vs "
+                                       f"{t['b']['run']} @ {t['b']['eval']} ({METRIC_LABELS.get(t['metric'], t['metric'])})",
+                                       60))
+        scale = abs(t["b"]["value"])
+        if not scale or not math.isfinite(scale):
+            skipped.append(labels[-1])
+            continue
+        rel = [100 * v / scale for v in (t["effect"], t["low"], t["high"])]
+        if t["margin"] and t["expect"] == "equivalent":
+            ax.fill_betweenx([y - 0.3, y + 0.3], -100 * t["margin"], 100 * t["margin"], color="0.85", lw=0)
+        elif t["margin"]:  # not worse: tolerated down to -margin
+            ax.fill_betweenx([y - 0.3, y + 0.3], -100 * t["margin"], 0, color="0.85", lw=0)
+        colour = VERDICT_COLOURS[t["verdict"]]
+        ax.errorbar(rel[0], y, xerr=[[rel[0] - rel[1]], [rel[2] - rel[0]]], fmt="o", color=colour, capsize=3,
+                    ms=5)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(tests)), labels, fontsize=7)
+    ax.set_ylim(len(tests) - 0.5, -0.5)
+    ax.set_xlabel("effect: improvement of a over b, in % of abs(b)\n(bars: 95% intervals; grey: the margin, "
+                  "-m..m for equivalent, -m..0 for not worse)", fontsize=8)
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOURS.items()]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    title = suite.title + (f" ({len(skipped)} test(s) with b = 0 not drawn)" if skipped else "")
+    ax.set_title(textwrap.fill(title, 80), fontsize=9)
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        path = path_stem.with_suffix(f".{ext}")
+        atomic_write(path, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150))
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _json_ready(obj):
+    """NaN -> null, numpy scalars -> Python: verdicts.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_claims(suite, frame: pd.DataFrame, dest: Path) -> tuple[str, list[Path]]:
+    """A claims report under DEST: samples.png, figure.png / .svg (forest plot), table.md, table.tex and
+    verdicts.json, every verdict computed from the records in `frame` (`claims.claims_frame`)."""
+    results = claims_mod.evaluate_claims(suite.report["claims"], frame)
+    sheet = write_contact_sheet(suite, frame, dest / CONTACT_SHEET)
+    figures = draw_forest(suite, results, dest / "figure")
+    md, latex = render_claims(suite, frame, results, dest)
+    scales = sorted(frame.loc[~frame["real_data"].astype(bool), "scale"].unique())
+    verdicts = _json_ready({"suite": suite.name, "title": suite.title, "scale": scales[0] if scales else None,
+                            "level": claims_mod.LEVEL, "rule": claims_mod.RULE, "claims": results})
+    paths = [atomic_write(dest / name, lambda tmp, text=text: Path(tmp).write_text(text))
+             for name, text in (("table.md", md), ("table.tex", latex),
+                                (VERDICTS, json.dumps(verdicts, indent=1, allow_nan=False) + "\n"))]
+    return md, paths + figures + ([sheet] if sheet else [])

@@ -32,7 +32,10 @@ def register(sub) -> None:
     p.add_argument("--timeout-min", type=_positive, default=60, help="slurm: job time limit; jobs requeue and resume")
     p.add_argument("--cpus", type=_positive, default=2, help="slurm: CPUs per task")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate every run and print the plan: TF per iteration, total FLOPs, batch and steps ratios")
+                   help="validate every run and print the plan: TF per iteration, total FLOPs, batch and steps ratios, "
+                        "and each run's estimated wall time on this machine (timed training steps and forwards)")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="with --dry-run: skip the wall-time estimate (it builds and times each model briefly)")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (also: -q)")
     p.set_defaults(func=cmd_run)
@@ -44,7 +47,7 @@ def register(sub) -> None:
 
 def _suite_args(p) -> None:
     p.add_argument("suite", help="suite name (elit-bench suites) or a YAML path")
-    p.add_argument("--scale", default=None, help="paper | proxy | smoke (default: the suite's first)")
+    p.add_argument("--scale", default=None, help="paper | proxy | smoke | cpu (default: the suite's first)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output root (default: {DEFAULT_OUT}/)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. train.steps=200, sample.batch=16, var.IMAGENET256=/data/in256 (repeatable)")
@@ -152,19 +155,7 @@ def cmd_run(args) -> int:
 
     suite, scale, runs = expand(args, strict=not args.dry_run)
     if args.dry_run:
-        plan = [plan_run(r) for r in runs]
-        if args.json:
-            print(json.dumps({"suite": suite.name, "scale": scale, "runs": plan}, indent=1))
-            return 0
-        print(f"{suite.name} at scale {scale}: {len(plan)} run(s) -> {Path(args.out) / suite.name / scale}")
-        for p in plan:
-            if "compute" in p:
-                print(f"  {p['run']:<40} {p['model']:<16} measurement: {p['compute']}")
-                continue
-            print(f"  {p['run']:<40} {p['model']:<16} batch {p['batch']:<4} steps {p['steps']:<7} "
-                  f"TF/iter {p['train_tflops_per_iter']:<10.4g} total {p['train_total_pflops']:<9.4g} PFLOPs  "
-                  f"{p['evals']} eval(s), {p['samples']} samples  {_ratio_text(p['ratios'])}")
-        return 0
+        return dry_run(args, suite, scale, runs)
     launcher = make_launcher(args.launcher, nproc=args.nproc, nodes=args.nodes, rdzv_endpoint=args.rdzv_endpoint,
                              partition=args.partition, gpus=args.gpus, tasks_per_node=args.tasks_per_node,
                              timeout_min=args.timeout_min, cpus=args.cpus)
@@ -175,6 +166,40 @@ def cmd_run(args) -> int:
         for path in write_report(suite, args.out, scale):
             print(f"wrote {path}")
     return code
+
+
+def dry_run(args, suite, scale, runs) -> int:
+    """Print the plan (text or JSON) and, unless --no-estimate, the estimated wall time; writes nothing."""
+    from elit_bench.suites.estimate import describe, duration, estimate_runs
+
+    plan = [plan_run(r) for r in runs]
+    estimate = None if args.no_estimate else estimate_runs(runs, args.out)
+    if estimate is not None:
+        for p in plan:
+            p["estimate"] = estimate["runs"][p["run"]]
+    if args.json:
+        body = {"suite": suite.name, "scale": scale, "runs": plan}
+        if estimate is not None:
+            body["estimate"] = {k: v for k, v in estimate.items() if k != "runs"}
+        print(json.dumps(body, indent=1, default=str))
+        return 0
+    print(f"{suite.name} at scale {scale}: {len(plan)} run(s) -> {Path(args.out) / suite.name / scale}")
+    for p in plan:
+        if "compute" in p:
+            print(f"  {p['run']:<40} {p['model']:<16} measurement: {p['compute']}")
+            continue
+        print(f"  {p['run']:<40} {p['model']:<16} batch {p['batch']:<4} steps {p['steps']:<7} "
+              f"TF/iter {p['train_tflops_per_iter']:<10.4g} total {p['train_total_pflops']:<9.4g} PFLOPs  "
+              f"{p['evals']} eval(s), {p['samples']} samples  {_ratio_text(p['ratios'])}")
+        if estimate is not None:
+            print(f"      {describe(p['estimate'])}")
+    if estimate is not None:
+        done = sum(e["how"] == "done" for e in estimate["runs"].values())
+        print(f"estimated wall time on this machine ({estimate['device']}, {estimate['threads']} torch thread(s)): "
+              f"{duration(estimate['total_seconds'])} (training {duration(estimate['train_seconds'])}, sampling "
+              f"{duration(estimate['sample_seconds'])}; {estimate['not_included']} not included"
+              + (f"; {done} run(s) already done" if done else "") + ")")
+    return 0
 
 
 def cmd_status(args) -> int:

@@ -36,6 +36,10 @@ and steps ratios they have at paper scale, unless a run says why not
 hash of the training identity (model, data, optimisation, seed; not the
 run-control keys such as `steps`, so raising them continues the run).
 
+`report: {kind: claims, claims: [...]}` puts the paper's claims to verdicts computed from the
+suite's records (`elit_bench.results.claims`, docs/claims.md); its tests are checked here against
+the suite's run and evaluation labels.
+
 A run may evaluate a checkpoint it did not train, e.g. the authors' weights
 imported with `elit-bench convert`: `{label: ELIT-SiT-XL/2 (authors),
 checkpoint: "${ELIT_SIT_XL_CKPT}"}`. It gets the suite's evaluations and no
@@ -60,7 +64,6 @@ from elit_bench.errors import UserError, choices_error
 from elit_bench.schema import MetricsSettings, SampleSettings, check
 from elit_bench.training.config import (
     DEFAULTS,
-    build_meta_model,
     expected_train_tflops,
     fill_defaults,
     identity_hash,
@@ -69,7 +72,8 @@ from elit_bench.training.config import (
     training_budgets,
 )
 
-SCALES = ("paper", "proxy", "smoke")
+SCALES = ("paper", "proxy", "smoke", "cpu")  # cpu: a CPU-sized scale that is meant to separate (claims)
+REPORT_KINDS = ("table", "plot", "claims")
 SUITE_KEYS = {"name", "title", "paper", "report", "variables", "base", "runs", "evals", "scales", "leaderboard"}
 SECTION_KEYS = {"train", "sample", "metrics", "compute"}
 RUN_KEYS = {"label", "paper_row", "paper_setting", "matrix", "seeds", "unmatched", "train", "sample", "metrics",
@@ -392,13 +396,13 @@ def ratio_table(runs: list[RunSpec], paper: list[RunSpec]) -> dict[str, dict]:
 
 
 # ---------------------------------------------------------------- validation
-def run_model(train: dict):
-    """(the run's model on the meta device, its filled config); the data shapes the model when it can be read.
+def model_args(train: dict) -> tuple[str, dict, dict]:
+    """(registry name, `create_model` keyword arguments, filled config) of a run's model.
 
-    A latent data set named by a variable that is not set (a dry run) cannot be read: the model then gets the
-    data's usual shape from `resolution` (which must be a multiple of the autoencoder's downsampling).
+    The data shapes the model when it can be read. A latent data set named by a variable that is not set (a dry
+    run) cannot be read: the model then gets the data's usual shape from `resolution` (which must be a multiple
+    of the autoencoder's downsampling).
     """
-    from elit_bench.models import create_model
     from elit_bench.models.registry import LATENT_DOWNSAMPLE
 
     data = train.get("data", DEFAULTS["data"])
@@ -408,11 +412,18 @@ def run_model(train: dict):
         if resolution % LATENT_DOWNSAMPLE:
             raise UserError(f"train.resolution {resolution} is not a multiple of {LATENT_DOWNSAMPLE} (the autoencoder's "
                             "downsampling)")
-        with torch.device("meta"):
-            model = create_model(cfg["model"], resolution=resolution, **cfg["model_kwargs"])
-        return model, cfg
+        return cfg["model"], {"resolution": resolution, **cfg["model_kwargs"]}, cfg
     cfg = resolve_config(train, check_out=False)
-    return build_meta_model(cfg), cfg
+    return cfg["model"], dict(cfg["model_kwargs"]), cfg
+
+
+def run_model(train: dict):
+    """(the run's model on the meta device, its filled config); see `model_args`."""
+    from elit_bench.models import create_model
+
+    name, kwargs, cfg = model_args(train)
+    with torch.device("meta"):
+        return create_model(name, **kwargs), cfg
 
 
 def checkpoint_model(path: str):
@@ -520,6 +531,44 @@ def validate(raw, path) -> None:
     for section in SECTION_KEYS & set(raw.get("base") or {}):
         if not isinstance(raw["base"][section], dict):
             raise UserError(f"{where}: base.{section} must be a mapping")
+    _check_report(raw, where)
+
+
+def _check_report(raw: dict, where: str) -> None:
+    """`report:` is a mapping of a known kind; a claims report's tests name runs and evaluations the suite has."""
+    report = raw.get("report")
+    if report is None:
+        return
+    if not isinstance(report, dict):
+        raise UserError(f"{where}: 'report' must be a mapping, e.g. {{kind: table}}, got {report!r}")
+    kind = report.get("kind", "table")
+    if kind not in REPORT_KINDS:
+        raise choices_error(f"report kind in {where}", kind, REPORT_KINDS)
+    if kind == "claims":
+        from elit_bench.results.claims import validate_claims
+
+        runs, evals = static_labels(raw)
+        validate_claims(report, runs, evals, where)
+
+
+def static_labels(raw: dict) -> tuple[set[str], set[str]]:
+    """Every run label and every evaluation label the suite can produce at any scale (matrices expanded)."""
+    scales = [body or {} for body in (raw.get("scales") or {}).values()]
+    base_model = ((raw.get("base") or {}).get("train") or {}).get("model")
+    runs = set()
+    for entries in [raw.get("runs") or []] + [s.get("runs") or [] for s in scales]:
+        for entry in (e for e in entries if isinstance(e, dict)):
+            for item in expand_matrix(entry):
+                label = item.get("label") or (item.get("train") or {}).get("model") or base_model \
+                    or item.get("checkpoint")
+                runs.add(str(label))
+    evals = set()
+    for entries in [raw.get("evals") or []] + [s.get("evals") or [] for s in scales]:
+        evals |= {str(item.get("label") or "eval") for entry in entries if isinstance(entry, dict)
+                  for item in expand_matrix(entry)}
+    if not any(s.get("evals") for s in scales) and not raw.get("evals"):
+        evals.add("eval")  # a suite without evaluations gets one, labelled "eval"
+    return runs, evals
 
 
 def _check_entry(entry, keys, where) -> None:
