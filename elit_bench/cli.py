@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "elit_bench.data.cli",
     "elit_bench.suites.cli",
     "elit_bench.results.cli",
+    "elit_bench.results.compare",
     "elit_bench.bench",
     "elit_bench.convert",
 )

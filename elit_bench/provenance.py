@@ -55,7 +55,28 @@ def device_name(device=None) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else platform's guess)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numerics() -> dict:
+    """What decides the floating-point results of CPU kernels besides the code (docs/reproducibility.md):
+    the CPU and the instruction set torch dispatches to, and the number of torch threads."""
+    import torch
+
+    return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads()}
+
+
 def provenance(device=None) -> dict:
-    """The block every record carries: code_version, versions, device, host."""
+    """The block every record carries: code_version, versions, device, host, numerics."""
     return {"code_version": code_version(), "versions": versions(), "device": device_name(device),
-            "host": platform.node()}
+            "host": platform.node(), "numerics": numerics()}
