@@ -28,7 +28,7 @@ SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 
 BACKBONES = {"DiT": DiT, "UViT": UViT, "HDiT": HDiT, "MultiPatch-DiT": MultiPatchDiT, "SiT": SiT}
 PATCHES = {"1": 1, "2": 2, "4": 4, "8": 8, "2x4": (2, 4)}
 # SiT-*/{2,4,8}: the released SiT and ELIT-SiT family (fixed sin-cos positions, the official interface)
-FAMILY_PATCHES = {"DiT": ("1", "2", "4", "2x4"), "UViT": ("2", "4"), "HDiT": ("2", "4"),
+FAMILY_PATCHES = {"DiT": ("1", "2", "4", "8", "2x4"), "UViT": ("2", "4"), "HDiT": ("2", "4"),
                   "MultiPatch-DiT": ("2",), "SiT": ("2", "4", "8")}
 
 _registry: dict[str, Callable[..., nn.Module]] = {}
