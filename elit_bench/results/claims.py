@@ -137,15 +137,20 @@ def validate_claims(report: dict, runs: set | None = None, evals: set | None = N
             _check_ratio(ratio, f"{at}, ratio {j}", runs, evals)
 
 
-def _check_test(test, at: str, runs, evals) -> None:
-    if not isinstance(test, dict):
-        raise UserError(f"{at} must be a mapping {{metric, a, b, expect, margin}}, got {test!r}")
-    bad = set(test) - TEST_KEYS
+def _check_mapping(entry, at: str, shape: str, allowed: set, required: tuple) -> None:
+    """UserError unless `entry` is a mapping with only `allowed` keys and every `required` one."""
+    if not isinstance(entry, dict):
+        raise UserError(f"{at} must be a mapping {shape}, got {entry!r}")
+    bad = set(entry) - allowed
     if bad:
-        raise UserError(f"{at} has unknown key(s) {sorted(bad)}; valid: {sorted(TEST_KEYS)}")
-    for key in ("metric", "a", "b", "expect"):
-        if key not in test:
+        raise UserError(f"{at} has unknown key(s) {sorted(bad)}; valid: {sorted(allowed)}")
+    for key in required:
+        if key not in entry:
             raise UserError(f"{at} is missing {key!r}")
+
+
+def _check_test(test, at: str, runs, evals) -> None:
+    _check_mapping(test, at, "{metric, a, b, expect, margin}", TEST_KEYS, ("metric", "a", "b", "expect"))
     metric = test["metric"]
     if not _text(metric):
         raise UserError(f"{at}: metric must be a record's metric name (e.g. digits_fd), got {metric!r}")
@@ -170,14 +175,7 @@ def _check_test(test, at: str, runs, evals) -> None:
 
 
 def _check_ratio(ratio, at: str, runs, evals) -> None:
-    if not isinstance(ratio, dict):
-        raise UserError(f"{at} must be a mapping {{label, quantity, a, b, paper}}, got {ratio!r}")
-    bad = set(ratio) - RATIO_KEYS
-    if bad:
-        raise UserError(f"{at} has unknown key(s) {sorted(bad)}; valid: {sorted(RATIO_KEYS)}")
-    for key in ("label", "quantity", "a"):
-        if key not in ratio:
-            raise UserError(f"{at} is missing {key!r}")
+    _check_mapping(ratio, at, "{label, quantity, a, b, paper}", RATIO_KEYS, ("label", "quantity", "a"))
     if not _text(ratio["label"]) or not _text(ratio["quantity"]):
         raise UserError(f"{at}: label and quantity must be text (quantity: {', '.join(RATIO_COLUMNS)} or a metric)")
     if "paper" in ratio and not _number(ratio["paper"]):

@@ -295,6 +295,13 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
     ax.set_xlabel(spec.get("xlabel", x))
     ax.set_ylabel(ylabel)
     ax.set_title(textwrap.fill(suite.title + " (bars: 95% intervals)", 70), fontsize=9)
+    return save_figure(fig, path_stem)
+
+
+def save_figure(fig, path_stem: Path) -> list[Path]:
+    """PNG and SVG of a figure, each written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     paths = []
     for ext in ("png", "svg"):
@@ -334,7 +341,8 @@ def write_contact_sheet(suite, frame: pd.DataFrame, path: Path, columns: int = 6
 
     cols = min(columns, len(tiles))
     rows = math.ceil(len(tiles) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.3 * rows), squeeze=False)
+    # constrained layout keeps each three-line title clear of the row above (tight_layout let them overlap)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.5 * rows + 0.4), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, (grid, title) in zip(axes.flat, tiles):
@@ -342,7 +350,6 @@ def write_contact_sheet(suite, frame: pd.DataFrame, path: Path, columns: int = 6
             ax.imshow(np.asarray(image.convert("RGB")), interpolation="nearest")
         ax.set_title(title, fontsize=7)
     fig.suptitle(textwrap.fill(f"{suite.title}: samples", 90), fontsize=9)
-    fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return path
@@ -489,20 +496,15 @@ def draw_forest(suite, results: list[dict], path_stem: Path) -> list[Path]:
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(tests)), labels, fontsize=7)
     ax.set_ylim(len(tests) - 0.5, -0.5)
-    ax.set_xlabel("effect: improvement of a over b, in % of abs(b)\n(bars: 95% intervals; grey: the margin, "
-                  "-m..m for equivalent, -m..0 for not worse)", fontsize=8)
+    # short lines: the long test labels on the left leave the axes little width, and text wider than the
+    # axes would be cut at the figure's edge
+    ax.set_xlabel("effect: improvement of a over b, in % of abs(b)\nbars: 95% intervals; grey: the margin\n"
+                  "(-m..m for equivalent, -m..0 for not worse)", fontsize=8)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOURS.items()]
     ax.legend(handles=handles, fontsize=7, loc="best")
     title = suite.title + (f" ({len(skipped)} test(s) with b = 0 not drawn)" if skipped else "")
-    ax.set_title(textwrap.fill(title, 80), fontsize=9)
-    fig.tight_layout()
-    paths = []
-    for ext in ("png", "svg"):
-        path = path_stem.with_suffix(f".{ext}")
-        atomic_write(path, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150))
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    ax.set_title(textwrap.fill(title, 50), fontsize=9)
+    return save_figure(fig, path_stem)
 
 
 def _json_ready(obj):
