@@ -24,8 +24,8 @@ from elit_bench.results.claims import (
     claim_verdict,
     claims_frame,
     evaluate_claims,
+    verdict_of,
 )
-from elit_bench.results.claims import test_verdict as verdict_of
 
 # ---------------------------------------------------------------- synthetic records
 

@@ -293,7 +293,7 @@ def effect_interval(a, b, sign: int, same_run: bool, level: float = LEVEL) -> di
                     ">= 2 seeds each (t over seeds), not a mix")
 
 
-def test_verdict(expect: str, low: float, high: float, margin: float = 0.0) -> str:
+def verdict_of(expect: str, low: float, high: float, margin: float = 0.0) -> str:
     """supported / contradicted / inconclusive at this scale, from the effect's interval and the margin m (>= 0)."""
     m = abs(margin)
     if expect == "better":
@@ -303,9 +303,6 @@ def test_verdict(expect: str, low: float, high: float, margin: float = 0.0) -> s
     if expect == "equivalent":
         return SUPPORTED if -m < low and high < m else CONTRADICTED if high < -m or low > m else INCONCLUSIVE
     raise UserError(f"expect {expect!r} is not one of {', '.join(EXPECTATIONS)}")
-
-
-test_verdict.__test__ = False  # not a pytest test, whatever imports it
 
 
 def claim_verdict(verdicts: list[str]) -> str:
@@ -347,7 +344,7 @@ def evaluate_test(test: dict, agg: pd.DataFrame, at: str, level: float = LEVEL) 
     m = margin * abs(float(b["value"]))
     return {"metric": metric, "higher_is_better": bool(higher), "expect": test["expect"], "margin": margin,
             "margin_abs": m, "a": _side_out(a, test["a"]), "b": _side_out(b, test["b"]), **effect,
-            "level": level, "verdict": test_verdict(test["expect"], effect["low"], effect["high"], m)}
+            "level": level, "verdict": verdict_of(test["expect"], effect["low"], effect["high"], m)}
 
 
 def _quantity(agg: pd.DataFrame, side: dict, quantity: str, at: str) -> float:

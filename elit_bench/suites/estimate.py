@@ -75,8 +75,8 @@ def _key(*parts) -> str:
 # ---------------------------------------------------------------- the two measurements (tests replace these)
 def time_train_step(name: str, kwargs: dict, cfg: dict, variant: tuple, batch: int, device: torch.device) -> float:
     """Seconds of one training step of the model at `batch` and `variant` (budget, patch size) on `device`."""
-    from elit_bench.flow.loss import rectified_flow_loss, sample_timesteps
-    from elit_bench.training.trainer import update_ema
+    from elit_bench.flow.loss import sample_timesteps
+    from elit_bench.training.trainer import autocast_for, optimization_step
 
     key = _key(name, kwargs, {k: cfg.get(k) for k in ("precision", "timesteps", "grad_clip")}, variant, batch,
                str(device))
@@ -94,20 +94,14 @@ def time_train_step(name: str, kwargs: dict, cfg: dict, variant: tuple, batch: i
         forward["budget"] = budget
     if patch is not None:
         forward["patch_size"] = patch
-    bf16 = cfg.get("precision") == "bf16" or (cfg.get("precision", "auto") == "auto" and device.type == "cuda")
-    clip = cfg.get("grad_clip") or float("inf")
+    autocast = autocast_for(cfg.get("precision", "auto"), device)
 
-    def step():
+    def step():  # the trainer's own iteration, on random data of the run's shape
         t = sample_timesteps(batch, cfg.get("timesteps", "logit_normal"), cfg.get("timestep_mean", 0.0),
                              cfg.get("timestep_std", 1.0), generator=gen)
         noise = torch.randn(x.shape, generator=gen, device=device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = rectified_flow_loss(model, x, y, t, noise, None, **forward)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        update_ema(ema, model, 0.999)
+        optimization_step(model, model, ema, optimizer, autocast, x, y, t, noise, None, cfg.get("grad_clip"),
+                          0.999, **forward)
 
     with torch.random.fork_rng(devices=[]):
         for _ in range(WARMUP_STEPS):

@@ -122,6 +122,27 @@ def warmup_factor(warmup: int):
     return lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
 
 
+def autocast_for(precision: str, device: torch.device):
+    """bf16 autocast for "bf16", and for "auto" on CUDA; fp32 (no autocast) otherwise."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def optimization_step(net, model, ema, optimizer, autocast, x1, y, t, noise, mask=None, grad_clip=None,
+                      ema_decay: float = 0.9999, **forward_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """One iteration's work after the batch is drawn: forward and rectified-flow loss (under `autocast`),
+    backward, gradient clipping, the optimizer step and the EMA update. `net` is what runs the forward
+    (the model, or its DDP / compiled wrapper). Returns (loss, grad norm before clipping)."""
+    with autocast:
+        loss = rectified_flow_loss(net, x1, y, t, noise, mask, **forward_kwargs)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip is not None else float("inf"))
+    optimizer.step()
+    update_ema(ema, model, ema_decay)
+    return loss, grad_norm
+
+
 class Trainer:
     """State of one run on one rank; `run()` trains from the current step to `config["steps"]`."""
 
@@ -155,9 +176,7 @@ class Trainer:
                 find_unused_parameters=unused)
         if cfg["compile"]:
             self.net = torch.compile(self.net)
-        bf16 = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and self.device.type == "cuda")
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16
-                         else contextlib.nullcontext())
+        self.autocast = autocast_for(cfg["precision"], self.device)
 
     # -- checkpoints
     def state_dict(self) -> dict:
@@ -213,15 +232,9 @@ class Trainer:
             kwargs["budget"] = budget
         if patch is not None:
             kwargs["patch_size"] = patch
-        with self.autocast:
-            loss = rectified_flow_loss(self.net, x, y, t, noise, self.loss_mask, **kwargs)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = cfg["grad_clip"] if cfg["grad_clip"] is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.optimizer.step()
+        loss, grad_norm = optimization_step(self.net, self.model, self.ema, self.optimizer, self.autocast, x, y, t,
+                                            noise, self.loss_mask, cfg["grad_clip"], cfg["ema_decay"], **kwargs)
         self.scheduler.step()
-        update_ema(self.ema, self.model, cfg["ema_decay"])
         self.step += 1
         return self.dist.mean(loss.detach()), grad_norm.detach(), v
 
