@@ -395,3 +395,20 @@ def test_dry_run_estimate_follows_from_timed_steps_and_writes_nothing(tmp_path, 
     text = capsys.readouterr().out
     assert "extrapolated from FLOPs at the rate of A" in text and "estimated wall time on this machine" in text
     assert not out.exists()
+
+
+def test_the_claims_suite_plans_three_seeds_of_every_run_and_evaluates_every_cell_it_tests():
+    # catches: a claims test naming a cell the suite never evaluates, or a run that lost its seeds
+    from elit_bench.suites.spec import load_suite
+
+    suite = load_suite("claims")
+    runs = suite.runs("cpu")
+    seeds = {}
+    for run in runs:
+        seeds.setdefault(run.label, set()).add(run.train["seed"])
+    assert len(runs) == 24 and all(s == {0, 1, 2} for s in seeds.values())
+    cells = {(run.label, ev.label) for run in runs for ev in run.evals}
+    for claim in suite.report["claims"]:
+        for test in claim["tests"]:
+            for side in (test["a"], test["b"]):
+                assert (side["run"], side["eval"]) in cells, (claim["id"], side)

@@ -52,3 +52,15 @@ def test_nothing_to_compare_is_a_clear_error(tmp_path, capsys):
         compare_records(a, write(tmp_path / "b", [record("other", 60.0, 10.0, 58.0)]))
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
     assert "is not a folder of records" in capsys.readouterr().err
+
+
+def test_records_say_what_decides_their_floats():
+    # catches: a record that cannot tell a thread-count or instruction-set difference from a code change
+    import torch
+
+    from elit_bench.provenance import provenance
+
+    numerics = provenance()["numerics"]
+    assert numerics["torch_threads"] == torch.get_num_threads()
+    assert numerics["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert numerics["cpu"]
