@@ -2,16 +2,23 @@
 
 Each subcommand lives next to the code it drives and exposes
 `register(subparsers)`, which adds its parser and sets `func`. Modules are
-imported lazily so that `elit-bench --help` stays fast. Any `UserError` (bad
-input) prints its message and exits with status 2. `-q` / `-v` (before or
-after the subcommand) set the log level; `-q` also turns progress bars off.
+imported lazily so that `elit-bench --help` stays fast. Every error a user can
+act on is one line on stderr and exit status 2: a `UserError` (bad input) prints
+its message, an OSError names what failed on which path (a full disk, a
+read-only or missing folder, a permission), a file that is not UTF-8 text says
+so; Ctrl-C is "interrupted; rerun the same command to resume", status 130 (the
+commands that write resume where they stopped). Anything else is a bug and keeps
+its traceback. `-q` / `-v` (before or after the subcommand) set the log level;
+`-q` also turns progress bars off.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 
 from elit_bench import __version__
@@ -68,9 +75,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"elit-bench {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"elit-bench {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (UserError, OSError, UnicodeDecodeError) as exc:
+        print(f"elit-bench {args.command}: error: {describe_error(exc)}", file=sys.stderr)
         return 2
+
+
+# what to do about an OSError, by errno
+OS_ADVICE = {
+    errno.ENOSPC: "free some space and rerun the same command to resume",
+    errno.EDQUOT: "free some space and rerun the same command to resume",
+    errno.EACCES: "choose a path you may write, or fix its permissions",
+    errno.EPERM: "choose a path you may write, or fix its permissions",
+    errno.EROFS: "choose a path on a writable file system",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error the user can act on (see the module docstring)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        what = os.strerror(exc.errno)
+        what = what[0].lower() + what[1:]
+        paths = " -> ".join(repr(str(p)) for p in (exc.filename, exc.filename2) if p is not None)
+        advice = OS_ADVICE.get(exc.errno)
+        return f"{what}{f' on {paths}' if paths else ''}" + (f"; {advice}" if advice else "")
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

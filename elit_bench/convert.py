@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from elit_bench.checkpoint import save_checkpoint
+from elit_bench.checkpoint import check_output, save_checkpoint
 from elit_bench.errors import UserError, choices_error
 from elit_bench.metrics.weights import file_sha256
 from elit_bench.models.elit import ELIT, to_groups
@@ -170,9 +170,14 @@ def convert_state(state: dict, model) -> tuple[dict, list[str]]:
                         "is --model or --format right?")
     if "pos_embed" in state:  # fixed sin-cos: equal to ours unless the input size is wrong
         pos = model.backbone.pos_embed if elit else model.pos_embed
-        if state["pos_embed"].shape != pos.shape or (state["pos_embed"] - pos).abs().max() > 1e-4:
+        if state["pos_embed"].shape != pos.shape:
             raise UserError(f"source key 'pos_embed' {tuple(state['pos_embed'].shape)} is not the sin-cos table of "
                             f"this model's grid {tuple(pos.shape)}: set input_size with --set")
+        differ = (state["pos_embed"] - pos).abs().max().item()
+        if differ > 1e-4:
+            raise UserError(f"source key 'pos_embed' has this model's shape {tuple(pos.shape)} but other values (they "
+                            f"differ by up to {differ:.3g}): not the sin-cos table of this grid; is input_size or the "
+                            "checkpoint right?")
     return out, dropped
 
 
@@ -234,6 +239,7 @@ def main(args) -> int:
             {"kind": "latents", "autoencoder": {"path": args.autoencoder, "scaling_factor": args.scaling_factor}})
     from elit_bench.models.cli import parse_overrides
 
+    check_output(args.out, "--out", folder=False)
     ckpt = convert(args.src, args.format, args.model, parse_overrides(args.set or []), args.weights, data)
     save_checkpoint(args.out, ckpt)
     src = ckpt["config"]["converted_from"]

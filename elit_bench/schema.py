@@ -24,11 +24,13 @@ from elit_bench.errors import UserError
 from elit_bench.flow.guidance import MODES
 from elit_bench.flow.loss import TIMESTEP_KINDS
 from elit_bench.flow.sampling import SOLVERS
+from elit_bench.models.precision import DEFAULT_SAMPLE_PRECISION, SAMPLE_PRECISIONS
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 # a budget in a suite: J~ latents per group, or "N%" of the model's J (one suite serves every model size)
 Budget = int | str | None
+BUDGET_SHARE_TOLERANCE = 0.1  # a "N%" budget may round to a share at most 10% (relative) away from N
 BATCH_MODES = ("constant", "scaled")
 PRECISIONS = ("auto", "fp32", "bf16")
 LOGGERS = ("tensorboard", "wandb")
@@ -47,7 +49,8 @@ def _check_budget(value):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+    # allow_inf_nan: `lr: .inf` or `timestep_mean: .nan` are typos or overflow, never a setting
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class TrainSettings(_Strict):
@@ -74,6 +77,14 @@ class TrainSettings(_Strict):
     batch_mode: Literal[BATCH_MODES] = "constant"  # scaled: batch varies with the budget (Table 5d (i))
     precision: Literal[PRECISIONS] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the model
+    # per-GPU micro-batch: the rank's batch runs in chunks of this size, gradients accumulated (DDP syncs once);
+    # "auto": the largest that fits the GPU's memory (`elit-bench run SUITE --dry-run` prints it), the whole
+    # rank batch on CPU
+    micro_batch: PositiveInt | Literal["auto"] = "auto"
+    # recompute each block's activations in backward instead of keeping them; "auto": only when no
+    # micro-batch fits the GPU without it
+    activation_checkpointing: bool | Literal["auto"] = "auto"
+    max_nonfinite_steps: PositiveInt = 5  # this many non-finite steps in a row (each skipped) stop the run
     ckpt_every: PositiveInt = 1000  # steps between checkpoints/last.pt updates (and always at the end)
     snapshot_every: PositiveInt | None = None  # also keep checkpoints/step_XXXXXXX.pt every N steps
     log_every: PositiveInt = 10  # steps between logged scalars
@@ -97,6 +108,7 @@ class SampleSettings(_Strict):
     teacache: Annotated[float, Field(gt=0)] | None = None
     patch_size: PositiveInt | None = None
     class_labels: list[Annotated[int, Field(ge=0)]] | None = None
+    precision: Literal[SAMPLE_PRECISIONS] = DEFAULT_SAMPLE_PRECISION  # fp32 | tf32 (TF32 matmuls on CUDA) | bf16
     checkpoint_step: PositiveInt | None = None  # a snapshot (train.snapshot_every) instead of the last checkpoint
     ema: bool = True
     batch: PositiveInt = 64
@@ -117,7 +129,14 @@ class SampleSettings(_Strict):
             if isinstance(value, str):
                 if max_budget is None:
                     raise UserError(f"sample.{key} {value!r} is a share of J and needs an ELIT model")
-                kwargs[key] = max(1, round(max_budget * float(value[:-1]) / 100))
+                asked = float(value[:-1])
+                kwargs[key] = max(1, round(max_budget * asked / 100))
+                used = 100 * kwargs[key] / max_budget
+                if abs(used - asked) > BUDGET_SHARE_TOLERANCE * asked:  # e.g. "1%" of J = 4 would sample 25%
+                    shares = ", ".join(f"{100 * j / max_budget:g}%" for j in range(1, max_budget + 1))
+                    raise UserError(f"sample.{key} {value!r} of J = {max_budget} would be {kwargs[key]} latent(s), "
+                                    f"{used:g}% of J; give a share J = {max_budget} has ({shares}) or a number of "
+                                    "latents")
         for key in ("interval", "class_labels"):
             kwargs[key] = tuple(kwargs[key]) if kwargs[key] is not None else None
         return Recipe(**kwargs)

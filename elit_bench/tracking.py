@@ -5,12 +5,15 @@
 is optional (`pip install wandb`) and honours its own settings
 (`WANDB_MODE=offline` works without network; the offline run lands under
 `run_dir/wandb`). Training scalars, evaluation metrics and sample grids all
-go through it, so they sit side by side in one run.
+go through it, so they sit side by side in one run. Each writer's event file
+ends in a random token: TensorBoard names files by time, host and pid, which
+two containers (same host name, pid 1) starting in the same second share.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,7 @@ class Tracker:
         from torch.utils.tensorboard import SummaryWriter
 
         run_dir = Path(run_dir)
-        self.tb = SummaryWriter(str(run_dir / TB_DIR), purge_step=purge_step)
+        self.tb = SummaryWriter(str(run_dir / TB_DIR), purge_step=purge_step, filename_suffix=f".{uuid.uuid4().hex[:8]}")
         self.wandb = None
         if logger == "wandb":
             import wandb  # resolve_config made sure it is installed

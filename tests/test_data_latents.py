@@ -73,8 +73,49 @@ def test_encode_image_folder(tmp_path, autoencoder, image_folder):
     with torch.no_grad():
         z = load_autoencoder(autoencoder).encode(pixels).latent_dist.mean
     torch.testing.assert_close(x, (z - 0.1) * 0.5, atol=2e-3, rtol=2e-3)  # float16 storage
+    # each image is stored flipped too: index i + N is image i encoded mirrored
+    assert meta["flips"] is True and data.views == 2 and not data.posterior
+    with torch.no_grad():
+        z_flip = load_autoencoder(autoencoder).encode(pixels.flip(-1)).latent_dist.mean
+    x_flip, y_flip = data.load(np.arange(5, 10))
+    assert torch.equal(y_flip, y)
+    torch.testing.assert_close(x_flip, (z_flip - 0.1) * 0.5, atol=2e-3, rtol=2e-3)
+    assert not torch.allclose(x_flip, x, atol=1e-2)
     # refuses to overwrite an existing data set
     assert main(argv) == 2
+
+
+def test_encode_posterior_and_train_on_draws_from_it(tmp_path, autoencoder, image_folder, monkeypatch):
+    from elit_bench.data.encode import _Images, load_autoencoder
+    from elit_bench.distributed import Dist
+    from elit_bench.training import trainer as trainer_module
+    from elit_bench.training.config import resolve_config
+
+    out = tmp_path / "latents"
+    assert main(["data", "encode", str(image_folder), "--autoencoder", str(autoencoder), "--resolution", "16",
+                 "--out", str(out), "--workers", "0", "--device", "cpu", "--posterior", "--no-flip"]) == 0
+    data = LatentDataset(out)
+    assert data.posterior and data.views == 1
+    x, _ = data.load(np.arange(5))
+    images = _Images(*zip(*[(p, 0) for p in sorted(image_folder.rglob("*.png"))]), 16)
+    with torch.no_grad():
+        dist = load_autoencoder(autoencoder).encode(torch.stack([images[i][0] for i in range(5)])).latent_dist
+    assert x.shape[1] == 8  # mean and std on the channel axis
+    torch.testing.assert_close(x[:, 4:], dist.std * 0.5, atol=2e-3, rtol=2e-3)
+    # the trainer feeds the model a draw mean + std * eps: not the mean, and the same draw for the same seed
+    seen = []
+    real = trainer_module.rectified_flow_loss
+    monkeypatch.setattr(trainer_module, "rectified_flow_loss",
+                        lambda net, x1, *a, **kw: seen.append(x1.clone()) or real(net, x1, *a, **kw))
+    cfg = {"model": "DiT-S/2", "data": str(out), "batch": 5, "steps": 3, "progress": False, "warmup": 1,
+           "model_kwargs": {"hidden_size": 32, "depth": 2, "num_heads": 2}}
+    for run in ("a", "b"):
+        trainer_module.Trainer(resolve_config({**cfg, "out": str(tmp_path / run)}), Dist()).train_step()
+    assert seen[0].shape[1] == 4 and torch.equal(seen[0], seen[1])
+    order = trainer_module.DataOrder(5, 0).take(5)
+    mean, std = x[order, :4], x[order, 4:]
+    eps = (seen[0] - mean) / std
+    assert 0.5 < float(eps.std()) < 1.5 and float((seen[0] - mean).abs().max()) > 1e-3
 
 
 def test_train_on_encoded_latents(tmp_path, autoencoder, image_folder):

@@ -42,8 +42,11 @@ def test_identical_within_and_outside_are_told_apart(tmp_path, capsys):
     assert table.loc["Y", "difference"] == -20.0
     assert table.loc["Z", ["identical", "within"]].tolist() == [False, False]  # 76 > A's high 75
     assert main(["compare", str(a), str(b)]) == 1
-    assert "3 number(s) compared: 1 identical, 2 within A's 95% interval, 1 outside" in capsys.readouterr().out
-    assert main(["compare", str(a), str(write(tmp_path / "c", [record("y", 21.0, 0.0, 0.0)]))]) == 0
+    assert "3 number(s) compared: 1 identical, 2 within A's 95% interval, 1 outside; 1 only in A" \
+        in capsys.readouterr().out
+    c = str(write(tmp_path / "c", [record("y", 21.0, 0.0, 0.0)]))
+    assert main(["compare", str(a), c]) == 1  # B lacks x, z and only-a
+    assert main(["compare", str(a), c, "--allow-subset"]) == 0
 
 
 def test_nothing_to_compare_is_a_clear_error(tmp_path, capsys):

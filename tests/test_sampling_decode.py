@@ -65,3 +65,23 @@ def test_latents_are_unnormalised_and_decoded_by_the_local_autoencoder(tmp_path)
 def test_bad_data_descriptions_are_user_errors(data):
     with pytest.raises(UserError):
         Decoder(data)
+
+
+def test_latents_decode_in_chunks_with_the_same_output(tmp_path, monkeypatch):
+    # a bounded decode batch: 5 samples through chunks of 2 give the output of one pass (fp32 on the CPU)
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        layers_per_block=1, norm_num_groups=4, sample_size=8).eval()
+    vae.save_pretrained(tmp_path / "vae")
+    spec = {"path": str(tmp_path / "vae"), "scaling_factor": 0.5, "shift_factor": 0.1}
+    data = {**PIXELS, "kind": "latents", "channels": 4, "autoencoder": spec}
+    z = torch.randn(5, 4, 4, 4)
+    whole = Decoder(data, decode_batch=8)(z)
+    chunked = Decoder(data, decode_batch=2)
+    sizes = []
+    real_decode = chunked.autoencoder.decode
+    monkeypatch.setattr(chunked.autoencoder, "decode", lambda latents: sizes.append(len(latents)) or real_decode(latents))
+    assert np.array_equal(chunked(z), whole) and sizes == [2, 2, 1]

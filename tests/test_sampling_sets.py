@@ -189,6 +189,66 @@ def test_rerun_of_a_complete_set_does_nothing_and_other_settings_are_refused(ckp
     assert (out / "samples.npz").stat().st_mtime_ns == before
 
 
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "no hash in the record"])
+def test_a_set_that_does_not_verify_is_sampled_again(ckpt, tmp_path, damage, caplog):
+    """samples.json holds the size and SHA-256 of samples.npz: a damaged file is deleted and drawn again (once),
+    not trusted and not an endless "rerun" loop."""
+    out = tmp_path / "set"
+    assert sample(ckpt, out, "--num", "3", "--steps", "2") == 0
+    good, rec = (out / "samples.npz").read_bytes(), record(out)
+    assert rec["samples_npz"] == {"bytes": len(good), "sha256": hashlib.sha256(good).hexdigest()}
+    if damage == "flipped byte":
+        (out / "samples.npz").write_bytes(good[:-100] + bytes([good[-100] ^ 1]) + good[-99:])
+    elif damage == "truncated":
+        (out / "samples.npz").write_bytes(good[: len(good) // 2])
+    else:  # a set written before sets were verified
+        (out / "samples.json").write_text(json.dumps({k: v for k, v in rec.items() if k != "samples_npz"}))
+    assert sample(ckpt, out, "--num", "3", "--steps", "2") == 0
+    assert "does not match the size and SHA-256" in caplog.text
+    assert (out / "samples.npz").read_bytes() == good and record(out)["resumed_samples"] == 0
+    stamp = (out / "samples.npz").stat().st_mtime_ns
+    assert sample(ckpt, out, "--num", "3", "--steps", "2") == 0  # verified now: kept as it is
+    assert (out / "samples.npz").stat().st_mtime_ns == stamp
+
+
+def test_a_stale_temporary_file_of_the_final_merge_is_removed(ckpt, tmp_path):
+    out = tmp_path / "set"
+    assert sample(ckpt, out, "--num", "3", "--steps", "2") == 0
+    (out / "samples.json").unlink()  # killed during the final merge: no record yet, a half-written samples.npz
+    stale = out / ".samples.npz.k1ll3d.tmp"
+    stale.write_bytes(b"PK\x03\x04 half a zip")
+    assert sample(ckpt, out, "--num", "3", "--steps", "2") == 0
+    assert not stale.exists() and not list(out.glob(".*.tmp")) and record(out)["num_samples"] == 3
+
+
+@pytest.mark.parametrize("text", ["{\"steps\": 2", "[1, 2]", "\xff\xfe"])
+def test_a_damaged_settings_file_is_one_line_naming_it(ckpt, tmp_path, capsys, text):
+    out = tmp_path / "set"
+    out.mkdir()
+    (out / "settings.json").write_bytes(text.encode("latin-1"))
+    assert sample(ckpt, out, "--num", "2", "--steps", "2") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out / "settings.json") in err
+
+
+def test_non_finite_samples_are_refused_not_cast_to_images(tmp_path, capsys):
+    """A diverged model (NaN weights): the set stops with an error naming the checkpoint, the seeds and the
+    sampling steps; no part, no samples.npz, no record."""
+    path = tmp_path / "diverged.pt"
+    model = randomize(tiny("DiT-S/2", **TINY))
+    sd = {k: torch.full_like(v, float("nan")) if k.startswith("final_layer") else v
+          for k, v in model.state_dict().items()}
+    save_checkpoint(path, {"model": sd, "ema": sd, "step": 7, "config": {"model": "DiT-S/2", "model_kwargs": TINY,
+                                                                         "data": DATA}})
+    out = tmp_path / "set"
+    assert sample(str(path), out, "--seeds", "4-6", "--steps", "3") == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "4-6" in err and "3 euler steps" in err and "NaN/inf" in err
+    assert not (out / "samples.npz").exists() and not (out / "samples.json").exists()
+    assert not list((out / "parts").glob("part-*.npz"))
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("args", [
     ["--num", "2", "--budget", "0"],

@@ -8,8 +8,8 @@ import torch
 from scipy import stats
 
 import elit_bench.training.trainer as trainer_module
+from elit_bench.distributed import Dist
 from elit_bench.training.config import resolve_config
-from elit_bench.training.distributed import Dist
 from elit_bench.training.trainer import DataOrder, Trainer
 
 TINY = {"hidden_size": 32, "depth": 3, "num_heads": 2}

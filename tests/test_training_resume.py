@@ -96,11 +96,12 @@ def test_sigkill_while_checkpointing_never_corrupts(tmp_path):
     assert main(["train", *TINY, "--steps", str(last + 2), "--out", str(out), "ckpt_every=1",
                  "model_kwargs.hidden_size=128"]) == 0
     assert load_checkpoint(ckpt)["step"] == last + 2
-    assert [p.name for p in ckpt.parent.iterdir()] == ["last.pt"]  # temp files of killed writes are cleared
+    # temp files of killed writes are cleared; the checkpoint's SHA-256 is beside it
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last.pt", "last.pt.sha256"]
 
 
 def test_snapshots_for_convergence_curves(tmp_path):
     assert _train(tmp_path, 4, "snapshot_every=2") == 0
-    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
     assert names == ["last.pt", "step_0000002.pt", "step_0000004.pt"]
     assert load_checkpoint(tmp_path / "checkpoints/step_0000002.pt")["step"] == 2

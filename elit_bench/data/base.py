@@ -3,11 +3,13 @@
 A dataset is N samples held in memory or memory-mapped; the trainer asks for
 arbitrary index sets (its own seeded order, sharded over ranks), so there is
 no iterator state to checkpoint: the data position is just (epoch, index).
+`Prefetcher` loads the next batch on a background thread meanwhile.
 """
 
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 
 import numpy as np
 import torch
@@ -18,10 +20,16 @@ class Dataset(abc.ABC):
 
     description: the data description stored in `config["data"]` (see `elit_bench.data`).
     loss_mask: None, or a 0/1 float tensor (1, 1, *spatial) marking where the loss counts.
+    views: stored versions of each sample (2: also horizontally flipped); index i + k * len(self) is
+        view k of sample i, and the trainer draws one view per sample.
+    posterior: `load` returns the encoder's posterior, mean and std concatenated on the channel axis
+        (n, 2C, ...), and the trainer draws a latent mean + std * noise each step.
     """
 
     description: dict
     loss_mask: torch.Tensor | None = None
+    views: int = 1
+    posterior: bool = False
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -29,6 +37,40 @@ class Dataset(abc.ABC):
     @abc.abstractmethod
     def load(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples at `indices` (n,): x float32 (n, C, H, W) or (n, C, T, H, W), y int64 (n,)."""
+
+
+class Prefetcher:
+    """A dataset's batches, the next one loaded on a background thread while the current one computes.
+
+        loader.get(indices)     # this step's batch: the prefetched one if `ahead` was given these indices
+        loader.ahead(indices)   # start loading the next step's batch
+
+    With `pin` (CUDA) batches come in pinned memory, so their copy to the GPU does not block. Which
+    samples a step gets never depends on timing: a prefetched batch is used only for the indices it holds.
+    """
+
+    def __init__(self, dataset: Dataset, pin: bool = False):
+        self.dataset, self.pin = dataset, pin
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="elit-prefetch")
+        self.pending: tuple[np.ndarray, concurrent.futures.Future] | None = None
+
+    def _load(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.dataset.load(indices)
+        return (x.pin_memory(), y.pin_memory()) if self.pin else (x, y)
+
+    def get(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        pending, self.pending = self.pending, None
+        if pending is not None and np.array_equal(pending[0], indices):
+            return pending[1].result()
+        return self._load(indices)
+
+    def ahead(self, indices) -> None:
+        indices = np.asarray(indices)
+        self.pending = (indices, self.pool.submit(self._load, indices))
+
+    def close(self) -> None:
+        self.pending = None
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class InMemoryDataset(Dataset):

@@ -24,6 +24,10 @@ def register(subparsers) -> None:
     enc.add_argument("--workers", type=int, default=4, help="image decoding processes")
     enc.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     enc.add_argument("--limit", type=int, default=None, help="encode only the first N images (for trials)")
+    enc.add_argument("--no-flip", action="store_true",
+                     help="do not also store each image's horizontally flipped encoding (stored by default)")
+    enc.add_argument("--posterior", action="store_true",
+                     help="also store the posterior's std: training then draws a latent each step (REPA)")
     enc.set_defaults(func=_encode)
 
     info = sub.add_parser("info", help="print the description of a data set (digits, padded-digits or a path)")
@@ -39,7 +43,7 @@ def _encode(args) -> int:
         raise UserError("--batch must be >= 1 and --workers >= 0")
     out = encode_image_folder(args.root, args.autoencoder, args.out, args.resolution, batch_size=args.batch,
                               shard_size=args.shard_size, device=args.device, workers=args.workers,
-                              limit=args.limit)
+                              limit=args.limit, flips=not args.no_flip, posterior=args.posterior)
     print(f"wrote latent data set {out}")
     return 0
 

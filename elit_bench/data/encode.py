@@ -4,7 +4,11 @@ Images are read as RGB, center-cropped the ADM way (box-downsample by 2
 while the short side is >= 2x the target, bicubic resize, centre crop),
 scaled to [-1, 1] and encoded; the posterior mean is stored, normalised with
 the autoencoder's own `scaling_factor` and `shift_factor` (FLUX: 16
-channels, 0.3611 / 0.1159; SD: 4 channels, 0.18215 / 0). Labels are the
+channels, 0.3611 / 0.1159; SD: 4 channels, 0.18215 / 0). By default each
+image is also encoded flipped horizontally (as DiT, fast-DiT and LightningDiT
+train on flips; training draws one of the two per sample and epoch); with
+`posterior` the posterior's std is stored too, and training draws a latent
+from it each step (as REPA does). Labels are the
 indices of the sorted class folder names, as torchvision's ImageFolder does.
 """
 
@@ -92,7 +96,8 @@ def autoencoder_info(vae, path) -> dict:
 
 @torch.no_grad()
 def encode_image_folder(root, autoencoder, out, resolution: int, batch_size: int = 32, shard_size: int = 10000,
-                        device=None, workers: int = 4, limit: int | None = None, progress: bool = True) -> Path:
+                        device=None, workers: int = 4, limit: int | None = None, progress: bool = True,
+                        flips: bool = True, posterior: bool = False) -> Path:
     """Encode every image under `root` into a latent data set at `out`; returns `out`."""
     if resolution < 8:
         raise UserError(f"resolution must be at least 8 px, got {resolution}")
@@ -104,16 +109,26 @@ def encode_image_folder(root, autoencoder, out, resolution: int, batch_size: int
     info = autoencoder_info(vae, autoencoder)
     meta = {"num_classes": len(classes), "class_names": classes, "channels": info["channels"],
             "latent_shape": latent_shape_for(resolution, info["downsample"]), "frames": None,
-            "resolution": resolution,
+            "resolution": resolution, "flips": flips, "posterior": posterior,
             "autoencoder": {k: info[k] for k in ("path", "scaling_factor", "shift_factor")}}
     writer = LatentWriter(out, meta, shard_size)
     loader = torch.utils.data.DataLoader(_Images(paths, labels, resolution), batch_size=batch_size,
                                          num_workers=workers, shuffle=False)
     try:
+        def encode(images) -> tuple[np.ndarray, np.ndarray]:
+            """Model-space posterior mean and std."""
+            dist = vae.encode(images.to(device)).latent_dist
+            mean = (dist.mean - info["shift_factor"]) * info["scaling_factor"]
+            return mean.float().cpu().numpy(), (dist.std * info["scaling_factor"]).float().cpu().numpy()
+
         for x, y in tqdm(loader, desc="encode", unit="batch", disable=not progress):
-            z = vae.encode(x.to(device)).latent_dist.mean
-            z = (z - info["shift_factor"]) * info["scaling_factor"]
-            writer.add(z.float().cpu().numpy(), y.numpy())
+            mean, std = encode(x)
+            extra = {"std": std} if posterior else {}
+            if flips:
+                extra["flipped"], std_flipped = encode(x.flip(-1))
+                if posterior:
+                    extra["std_flipped"] = std_flipped
+            writer.add(mean, y.numpy(), **extra)
         return writer.close()
     except BaseException:
         writer.abort()

@@ -5,6 +5,9 @@ Layout of a latent data set directory::
     DIR/meta.json                 metadata (below); its presence marks a complete data set
     DIR/latents-00000.npy         float16 (n, C, H, W) images or (n, C, T, H, W) videos
     DIR/labels-00000.npy          int64 (n,) class ids
+    DIR/flipped-00000.npy         (optional) the same images flipped horizontally, encoded
+    DIR/std-00000.npy             (optional) the posterior's std (then latents-* hold its mean)
+    DIR/std_flipped-00000.npy     (optional) the flipped images' posterior std
     DIR/latents-00001.npy ...
 
 meta.json::
@@ -16,10 +19,17 @@ meta.json::
      "dtype": "float16",
      "autoencoder": {"path": "<local dir for diffusers from_pretrained>",
                      "scaling_factor": s, "shift_factor": m},
-     "shards": [{"latents": "latents-00000.npy", "labels": "labels-00000.npy", "count": n}, ...]}
+     "flips": true if flipped-* are stored, "posterior": true if std-* are stored,
+     "shards": [{"latents": "latents-00000.npy", "labels": "labels-00000.npy", "count": n,
+                 ["flipped": ..., "std": ..., "std_flipped": ...]}, ...]}
 
-Latents are stored normalised, (z - shift_factor) * scaling_factor, i.e. in
-model space; decode with z = x / scaling_factor + shift_factor. Shards are
+With flips the data set has two views of each sample (`Dataset.views`; the
+trainer's seeded order draws one per sample and epoch, as DiT's random flip
+does); with the posterior, `load` returns mean and std (concatenated on the
+channel axis) and the trainer draws a latent from them each step, as REPA does.
+
+Latents are stored normalised, (z - shift_factor) * scaling_factor (a std:
+std * scaling_factor), i.e. in model space; decode with z = x / scaling_factor + shift_factor. Shards are
 memory-mapped when training, so data sets larger than memory work. A writer
 builds the directory under a temporary name and renames it when complete:
 an interrupted encode never leaves something that looks like a data set.
@@ -40,6 +50,7 @@ from elit_bench.errors import UserError
 
 FORMAT, VERSION = "elit-latents", 1
 META_FILE = "meta.json"
+EXTRA_ARRAYS = ("flipped", "std", "std_flipped")  # optional per-shard arrays shaped like the latents
 REQUIRED_KEYS = ("num_samples", "num_classes", "channels", "latent_shape", "resolution", "autoencoder", "shards")
 
 
@@ -63,10 +74,16 @@ def read_meta(path) -> dict:
     if missing:
         raise UserError(f"{meta_path} lacks {', '.join(missing)}")
     for shard in meta["shards"]:
-        for key in ("latents", "labels"):
-            if not (path / shard[key]).is_file():
-                raise UserError(f"latent data set {str(path)!r} is incomplete: {shard[key]} is missing")
+        for key in ("latents", "labels", *_extra_arrays(meta)):
+            if key not in shard or not (path / shard[key]).is_file():
+                raise UserError(f"latent data set {str(path)!r} is incomplete: {shard.get(key, key)} is missing")
     return meta
+
+
+def _extra_arrays(meta: dict) -> list[str]:
+    """The optional arrays a data set stores, from its flags."""
+    flips, posterior = meta.get("flips", False), meta.get("posterior", False)
+    return [k for k, on in zip(EXTRA_ARRAYS, (flips, posterior, flips and posterior)) if on]
 
 
 def latents_description(path) -> dict:
@@ -79,35 +96,44 @@ def latents_description(path) -> dict:
 
 
 class LatentDataset(Dataset):
-    """Memory-mapped shards; `load(indices)` gathers any index set."""
+    """Memory-mapped shards; `load(indices)` gathers any index set (index i + len(self) is sample i flipped)."""
 
     def __init__(self, path):
         self.path = Path(path).expanduser().resolve()
         self.meta = read_meta(self.path)
         self.description = latents_description(self.path)
-        self.latents = [np.load(self.path / s["latents"], mmap_mode="r") for s in self.meta["shards"]]
+        self.views = 2 if self.meta.get("flips") else 1
+        self.posterior = bool(self.meta.get("posterior"))
+        kinds = ["latents", *_extra_arrays(self.meta)]
+        self.arrays = {k: [np.load(self.path / s[k], mmap_mode="r") for s in self.meta["shards"]] for k in kinds}
         self.labels = [np.load(self.path / s["labels"]) for s in self.meta["shards"]]
-        self.offsets = np.cumsum([0] + [len(a) for a in self.latents])
+        self.offsets = np.cumsum([0] + [len(a) for a in self.arrays["latents"]])
         shape = (self.meta["channels"], *self.meta["latent_shape"])
-        for i, arr in enumerate(self.latents):
-            if tuple(arr.shape[1:]) != shape or len(arr) != len(self.labels[i]):
-                raise UserError(f"shard {i} of {self.path} holds {arr.shape} latents and {len(self.labels[i])} "
-                                f"labels; meta.json says (n, {', '.join(map(str, shape))})")
+        for kind, shards in self.arrays.items():
+            for i, arr in enumerate(shards):
+                if tuple(arr.shape[1:]) != shape or len(arr) != len(self.labels[i]):
+                    raise UserError(f"shard {i} of {self.path} holds {arr.shape} {kind} and {len(self.labels[i])} "
+                                    f"labels; meta.json says (n, {', '.join(map(str, shape))})")
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def load(self, indices):
         indices = np.asarray(indices, dtype=np.int64)
+        view, indices = np.divmod(indices, len(self))
         shard = np.searchsorted(self.offsets, indices, side="right") - 1
-        x = np.empty((len(indices), *self.latents[0].shape[1:]), dtype=np.float32)
+        channels, *spatial = self.arrays["latents"][0].shape[1:]
+        x = np.empty((len(indices), channels * (1 + self.posterior), *spatial), dtype=np.float32)
         y = np.empty(len(indices), dtype=np.int64)
-        for s in np.unique(shard):
-            where = np.nonzero(shard == s)[0]
+        for s, v in {(int(a), int(b)) for a, b in zip(shard, view)}:
+            where = np.nonzero((shard == s) & (view == v))[0]
             local = indices[where] - self.offsets[s]
             order = np.argsort(local)  # ascending reads are kinder to a memory map
-            x[where[order]] = self.latents[s][local[order]]
-            y[where[order]] = self.labels[s][local[order]]
+            rows, where = local[order], where[order]
+            x[where, :channels] = self.arrays["flipped" if v else "latents"][s][rows]
+            if self.posterior:
+                x[where, channels:] = self.arrays["std_flipped" if v else "std"][s][rows]
+            y[where] = self.labels[s][rows]
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
@@ -117,6 +143,9 @@ class LatentWriter:
         writer = LatentWriter(out, meta)   # meta: every meta.json key but format, shards, num_samples
         writer.add(latents, labels)        # float (n, C, ...) model-space latents, int labels
         writer.close()
+
+    With meta["flips"] / meta["posterior"], `add` also takes the arrays they store (`EXTRA_ARRAYS`):
+    flipped=, std=, std_flipped=, each like the latents.
     """
 
     def __init__(self, out, meta: dict, shard_size: int = 10000, dtype: str = "float16"):
@@ -131,34 +160,42 @@ class LatentWriter:
         except OSError as exc:
             raise UserError(f"cannot create {self.tmp}: {exc}") from exc
         self.meta, self.shard_size, self.dtype = dict(meta), shard_size, dtype
+        self.kinds = ["latents", *_extra_arrays(self.meta), "labels"]
         self.shards: list[dict] = []
-        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.pending: list[dict[str, np.ndarray]] = []
         self.count = 0
 
-    def add(self, latents, labels) -> None:
-        latents = np.asarray(latents, dtype=self.dtype)
-        labels = np.asarray(labels, dtype=np.int64)
+    def add(self, latents, labels, **extra) -> None:
+        arrays = {"latents": latents, **extra, "labels": labels}
+        if sorted(arrays) != sorted(self.kinds):
+            raise ValueError(f"this data set stores {', '.join(self.kinds)}; got {', '.join(arrays)}")
+        arrays = {k: np.asarray(v, dtype=np.int64 if k == "labels" else self.dtype) for k, v in arrays.items()}
         shape = (self.meta["channels"], *self.meta["latent_shape"])
-        if tuple(latents.shape[1:]) != shape or len(latents) != len(labels):
-            raise ValueError(f"expected latents (n, {shape}) with n labels, got {latents.shape}, {labels.shape}")
-        self.pending.append((latents, labels))
-        self.count += len(latents)
-        while sum(len(a) for a, _ in self.pending) >= self.shard_size:
+        for kind, arr in arrays.items():
+            if kind != "labels" and (tuple(arr.shape[1:]) != shape or len(arr) != len(arrays["labels"])):
+                raise ValueError(f"expected {kind} (n, {shape}) with n labels, got {arr.shape}, "
+                                 f"{arrays['labels'].shape}")
+        self.pending.append(arrays)
+        self.count += len(arrays["labels"])
+        while self._pending_count() >= self.shard_size:
             self._flush(self.shard_size)
 
+    def _pending_count(self) -> int:
+        return sum(len(p["labels"]) for p in self.pending)
+
     def _flush(self, n: int) -> None:
-        x = np.concatenate([a for a, _ in self.pending])
-        y = np.concatenate([b for _, b in self.pending])
-        self.pending = [(x[n:], y[n:])] if len(x) > n else []
+        joined = {k: np.concatenate([p[k] for p in self.pending]) for k in self.kinds}
+        total = len(joined["labels"])
+        self.pending = [{k: v[n:] for k, v in joined.items()}] if total > n else []
         i = len(self.shards)
-        names = {"latents": f"latents-{i:05d}.npy", "labels": f"labels-{i:05d}.npy", "count": int(min(n, len(x)))}
-        np.save(self.tmp / names["latents"], x[:n])
-        np.save(self.tmp / names["labels"], y[:n])
-        self.shards.append(names)
+        names = {k: f"{k}-{i:05d}.npy" for k in self.kinds}
+        for kind, arr in joined.items():
+            np.save(self.tmp / names[kind], arr[:n])
+        self.shards.append({**names, "count": int(min(n, total))})
 
     def close(self) -> Path:
         if self.pending:
-            self._flush(sum(len(a) for a, _ in self.pending))
+            self._flush(self._pending_count())
         if not self.count:
             self.abort()
             raise UserError("no samples were written: the input holds no images")
@@ -194,4 +231,5 @@ def latent_stats(dataset: LatentDataset, max_samples: int = 2048) -> tuple[float
     """Mean and std of (a prefix of) the stored latents: a check that the scaling is about right."""
     n = min(len(dataset), max_samples)
     x, _ = dataset.load(np.arange(n))
+    x = x[:, :dataset.meta["channels"]]  # the mean, for a data set of posteriors
     return float(x.mean()), float(x.std())

@@ -75,12 +75,8 @@ def cached_forward(model, x, t, y, budget=None, residual=None, keep_residual=Fal
     x (B, C, *S), t (B,), y (B,). With `residual` (B, L, d) the trunk is
     skipped and the residual added to the embedded tokens; otherwise the trunk
     runs and, if `keep_residual`, its residual is returned for later reuse.
-    Without skipping this computes exactly `model(x, t, y, budget, patch_size, generator)`.
+    Without skipping this computes exactly `model(x, t, y, budget, patch_size, generator)`, through the
+    same (possibly compiled) `compute`.
     """
-    tokens, c, grid, state = model.embed(x, t, y, patch_size)
-    if residual is not None:
-        out = tokens + residual
-    else:
-        out = model.trunk(tokens, c, grid, state, budget=budget, generator=generator)
-        residual = out - tokens if keep_residual else None
-    return model.unembed(out, c, grid, state), residual
+    plan = model.plan(x, budget, patch_size, generator)
+    return model.compute(x, t, y, plan, residual, keep_residual)

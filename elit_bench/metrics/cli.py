@@ -66,8 +66,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from elit_bench import distributed
     from elit_bench.metrics.compute import Evaluator, parse_metrics
-    from elit_bench.metrics.distributed import init_from_env, rank_and_world
     from elit_bench.metrics.sources import open_source
 
     metrics = parse_metrics(args.metrics)
@@ -75,23 +75,25 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give --fake PATH (with --real PATH for comparisons), or --real PATH --save-real-stats OUT")
     if args.save_real_stats is not None and args.real is None:
         raise UserError("--save-real-stats needs --real PATH")
+    if args.save_real_stats is not None:  # before features are extracted, not after
+        from elit_bench.checkpoint import check_output
+
+        check_output(args.save_real_stats, "--save-real-stats", folder=False)
     options: dict[str, dict] = {}
     for flag, extractor, option in WEIGHT_FLAGS:
         if getattr(args, flag) is not None:
             options.setdefault(extractor, {})[option] = getattr(args, flag)
-    device = init_from_env()
-    evaluator = Evaluator(
-        options, batch_size=args.batch, device=args.device or device, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-        progress=not args.quiet,
-    )
-    real = open_source(args.real) if args.real is not None else None
-    results: dict = {}
-    if args.save_real_stats is not None:
-        evaluator.save_statistics(real, metrics, args.save_real_stats)
-        results["saved_statistics"] = args.save_real_stats
-    if args.fake is not None:
-        results.update(evaluator.compute(open_source(args.fake), real, metrics))
-    if rank_and_world()[0] == 0:
+    with distributed.job(args.device) as job:  # under torchrun: one group for the command, extraction sharded
+        evaluator = Evaluator(options, batch_size=args.batch, device=job.device, cache_dir=args.cache_dir,
+                              use_cache=not args.no_cache, progress=not args.quiet)
+        real = open_source(args.real) if args.real is not None else None
+        results: dict = {}
+        if args.save_real_stats is not None:
+            evaluator.save_statistics(real, metrics, args.save_real_stats)
+            results["saved_statistics"] = args.save_real_stats
+        if args.fake is not None:
+            results.update(evaluator.compute(open_source(args.fake), real, metrics))
+    if job.is_main:
         print(json.dumps(results, indent=1) if args.json else _human(results))
     return 0
 

@@ -23,9 +23,9 @@ import torch
 from tqdm import tqdm
 
 from elit_bench import __version__
+from elit_bench.distributed import gather_rows, join, rank_and_world, shard_range
 from elit_bench.errors import UserError, choices_error
 from elit_bench.metrics import intervals
-from elit_bench.metrics.distributed import gather_rows, rank_and_world, shard_range
 from elit_bench.metrics.extractors import FeatureExtractor, get_extractor
 from elit_bench.metrics.frechet import frechet_distance_stats
 from elit_bench.metrics.inception_score import inception_split_scores
@@ -88,7 +88,7 @@ def extract_features(
         raise UserError(f"batch size must be positive, got {batch_size}")
     if extractor.modality == "video" and not samples.is_video:
         raise UserError(f"{extractor.name} needs videos (arr_0 of shape (N, T, H, W, 3)), got images {samples.sample_shape}")
-    frames = samples.sample_shape[0] if samples.is_video and extractor.modality == "image" else 1
+    frames = samples.frames_per_sample(extractor.modality)
     rank, world = rank_and_world()
     sharded = world > 1 and samples.num >= world  # every rank needs at least one sample to gather
     start, stop = shard_range(samples.num, rank, world) if sharded else (0, samples.num)
@@ -115,6 +115,7 @@ class Evaluator:
 
     extractor_options: {extractor name: constructor options}, e.g.
     {"inception-v3-tf": {"weights": "w.pth"}, "dinov2-vitl14": {"weights": ..., "repo": ...}}.
+    device: where features are extracted (default: this rank's GPU, cuda:LOCAL_RANK, if any, else cpu).
     cache_dir: feature cache root (default `stats.default_cache_dir()`); use_cache=False disables it.
     progress: progress bars (rate, ETA) while features are extracted.
     bootstrap_replicates, interval_seed: the bootstrap behind Frechet intervals (`intervals.frechet_bootstrap`).
@@ -124,7 +125,7 @@ class Evaluator:
         self,
         extractor_options: dict[str, dict] | None = None,
         batch_size: int = 64,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         progress: bool = False,
@@ -135,7 +136,8 @@ class Evaluator:
         self.bootstrap = {"replicates": bootstrap_replicates, "seed": interval_seed}
         self.batch_size = batch_size
         self.progress = progress
-        self.device = device
+        # under torchrun / SLURM: the job's live group, so that extraction shards over its ranks
+        self.device = join(device).device
         self.cache = FeatureCache(cache_dir) if use_cache else None
         self._extractors: dict[str, FeatureExtractor] = {}
         self._features: dict[tuple[SampleSet, str, str], np.ndarray] = {}  # (samples, extractor, feature)
@@ -160,7 +162,8 @@ class Evaluator:
         missing = tuple(f for f in features if f not in out)
         key = self.cache.key(self.content_sha256(samples), ex.identity()) if self.cache and missing else None
         if key is not None:
-            cached = {f: self.cache.load(key, f) for f in missing}
+            rows = samples.num * samples.frames_per_sample(ex.modality)
+            cached = {f: self.cache.load(key, f, rows) for f in missing}
             out.update({f: a.astype(np.float64) for f, a in cached.items() if a is not None})
             missing = tuple(f for f in missing if cached[f] is None)
         if missing:
@@ -289,6 +292,7 @@ class Evaluator:
             "extractors": {name: ex.identity() for name, ex in self._extractors.items()},
             "reference_statistics": reference,
             **provenance(self.device),
+            "world_size": rank_and_world()[1],  # processes the extraction was sharded over
         }
 
     def save_statistics(self, source: Source, metrics: list[str], path: str | Path) -> dict:

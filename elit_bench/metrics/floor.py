@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elit_bench import distributed
 from elit_bench.errors import UserError
 from elit_bench.metrics.compute import compute_metrics
 from elit_bench.metrics.sources import ArraySamples
@@ -83,7 +84,8 @@ def write_real_data_record(scale_dir, eval_record: dict) -> Path | None:
 
     Only records scored against the held-out digits (`metrics.real: digits`) have one; returns its path,
     or None (also, with a warning, when the train split is smaller than the sample count). The real
-    digits' grid.png goes where an evaluation's would (real-data/evals/<eval id>/).
+    digits' grid.png goes where an evaluation's would (real-data/evals/<eval id>/). Under torchrun every
+    rank calls it: the features shard over the job's ranks, rank 0 decides and writes.
     """
     from elit_bench.checkpoint import atomic_write
     from elit_bench.sampling.generate import GRID, save_grid
@@ -95,8 +97,10 @@ def write_real_data_record(scale_dir, eval_record: dict) -> Path | None:
     data = eval_record["provenance"]["train_config"]["data"]
     path = floor_path(scale_dir, data["resolution"], eval_record["num_samples"], data["name"] == "moving-digits")
     names = list(spec.names)
-    if path.is_file():
-        held = json.loads(path.read_text())["provenance"]["metric_names"]
+    job = distributed.join()
+    held = job.broadcast(json.loads(path.read_text())["provenance"]["metric_names"]
+                         if job.is_main and path.is_file() else None)
+    if held is not None:
         if set(names) <= set(held):
             return path
         names = list(dict.fromkeys(held + names))  # another evaluation's metrics: keep the ones already there
@@ -107,6 +111,7 @@ def write_real_data_record(scale_dir, eval_record: dict) -> Path | None:
         log.warning("no real-data record: %s", exc)
         return None
     record = real_data_record(eval_record, names, samples)
-    save_grid(path.parents[1] / "evals" / record["eval_id"] / GRID, samples.array)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    if job.is_main:
+        save_grid(path.parents[1] / "evals" / record["eval_id"] / GRID, samples.array)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
     return path

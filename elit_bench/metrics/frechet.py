@@ -47,7 +47,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         )
     diff = mu1 - mu2
     s1, s2 = torch.from_numpy(sigma1), torch.from_numpy(sigma2)
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * float(trace_sqrt_product(psd_sqrt(s1), s2)))
+    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * float(trace_sqrt_product(psd_sqrt(s1), s2)))
+    return max(value, 0.0)  # a distance: equal statistics give round-off such as -6.6e-10, which is 0
 
 
 def frechet_distance_stats(a: FeatureStats, b: FeatureStats) -> float:

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from elit_bench.checkpoint import HASH_CHUNK
 from elit_bench.errors import UserError
 from elit_bench.metrics.stats import FeatureStats, load_statistics, read_npz_keys
-from elit_bench.metrics.weights import HASH_CHUNK
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -48,6 +48,11 @@ class SampleSet(abc.ABC):
     def is_video(self) -> bool:
         return len(self.sample_shape) == 4
 
+    def frames_per_sample(self, modality: str) -> int:
+        """Feature rows per sample under an extractor of `modality`: T for an image extractor on videos (it sees
+        every frame), else 1."""
+        return self.sample_shape[0] if self.is_video and modality == "image" else 1
+
     @abc.abstractmethod
     def batches(self, start: int, stop: int, batch_size: int) -> Iterator[np.ndarray]:
         """Samples start..stop-1 in order, as uint8 arrays (B, *sample_shape)."""
@@ -58,11 +63,25 @@ class SampleSet(abc.ABC):
 
 
 def check_samples_shape(shape: tuple[int, ...], where: str) -> None:
-    """`UserError` unless shape is (N, H, W, C) or (N, T, H, W, C) with C in {1, 3}."""
+    """`UserError` unless shape is (N, H, W, C) or (N, T, H, W, C) with C in {1, 3} and N >= 1."""
     if len(shape) not in (4, 5) or shape[-1] not in (1, 3):
         raise UserError(
             f"{where} must hold uint8 images (N, H, W, 3) or videos (N, T, H, W, 3) (or 1 channel), got shape {shape}"
         )
+    if shape[0] == 0:
+        raise UserError(f"{where} holds no samples (shape {shape}); metrics need at least 2")
+
+
+def check_labels(labels, num: int, where: str) -> np.ndarray | None:
+    """Class labels as an integer array (N,), or None; `UserError` for other types or counts (an accuracy against
+    string labels would silently be 0)."""
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu" or labels.shape != (num,):
+        raise UserError(f"{where} must hold one integer class label per sample ({num}), got {labels.dtype} "
+                        f"labels of shape {labels.shape}")
+    return labels
 
 
 class ArraySamples(SampleSet):
@@ -76,7 +95,7 @@ class ArraySamples(SampleSet):
             raise UserError(f"samples must be uint8 in 0..255, got {array.dtype}")
         check_samples_shape(array.shape, "sample array")
         self.array, self.num, self.sample_shape = array, len(array), tuple(array.shape[1:])
-        self.labels = None if labels is None else np.asarray(labels)
+        self.labels = check_labels(labels, self.num, "sample labels")
 
     def batches(self, start: int, stop: int, batch_size: int) -> Iterator[np.ndarray]:
         for i in range(start, stop, batch_size):
@@ -111,6 +130,7 @@ class NpzSamples(SampleSet):
             )
         check_samples_shape(shape, f"{path}: arr_0")
         self.num, self.sample_shape = shape[0], tuple(shape[1:])
+        self.labels = check_labels(self.labels, self.num, f"{path}: arr_1")
         self.row_bytes = int(np.prod(self.sample_shape))
 
     def _read_header(self, f) -> tuple[tuple[int, ...], np.dtype]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ import numpy as np
 
 from elit_bench.checkpoint import atomic_save, atomic_write
 from elit_bench.errors import UserError
+
+log = logging.getLogger(__name__)
 
 META_KEY = "meta"
 
@@ -44,6 +47,9 @@ class FeatureStats:
         mu, sigma = np.asarray(self.mu, dtype=np.float64), np.asarray(self.sigma, dtype=np.float64)
         if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
             raise UserError(f"statistics need mu (D,) and sigma (D, D), got {mu.shape} and {sigma.shape}")
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise UserError("statistics hold NaN or infinite values (features of non-finite samples, or a damaged "
+                            "file); recompute them")
         object.__setattr__(self, "mu", mu)
         object.__setattr__(self, "sigma", sigma)
 
@@ -137,14 +143,19 @@ class FeatureCache:
         blob = json.dumps({"content_sha256": content_sha256, **ident}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:40]
 
-    def load(self, key: str, feature: str) -> np.ndarray | None:
+    def load(self, key: str, feature: str, rows: int | None = None) -> np.ndarray | None:
+        """The cached features (rows, D), or None (recompute) when absent, damaged or not `rows` rows long."""
         path = self.root / key / f"{feature}.npy"
         if not path.is_file():
             return None
         try:
-            return np.load(path, allow_pickle=False)
+            features = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError):
             return None  # a damaged entry is recomputed and overwritten
+        if features.ndim != 2 or (rows is not None and len(features) != rows):
+            log.warning("feature cache entry %s has shape %s, not %s rows: recomputing it", path, features.shape, rows)
+            return None
+        return features
 
     def save(self, key: str, feature: str, features: np.ndarray, meta: dict) -> None:
         entry = self.root / key

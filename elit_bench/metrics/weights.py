@@ -10,14 +10,12 @@ file to put where.
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
 import torch
 
+from elit_bench import checkpoint
 from elit_bench.errors import UserError
-
-HASH_CHUNK = 1 << 20
 
 
 def hub_dir() -> Path:
@@ -64,11 +62,7 @@ def load_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=32)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return checkpoint.file_sha256(path)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -12,9 +12,11 @@ Input x (B, C, H, W) or (B, C, T, H, W); t (B,) in [0, 1]; y (B,) labels
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from elit_bench.errors import UserError
@@ -35,13 +37,31 @@ def _tuple(v, n: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
+# ---------------------------------------------------------------- tables on the device, made once
+@functools.cache
+def device_rope(layout: Layout, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE tables of a layout, built once per device: a forward pass copies nothing from the host.
+
+    Built outside inference mode, so tables first made while sampling still serve training."""
+    with torch.inference_mode(False), torch.no_grad():
+        return rope_tables(layout.positions().to(device), head_dim)
+
+
+@functools.cache
+def device_unmerge(layout: Layout, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(merge index, inverse) of `Unmerge(layout)` on the device, built once."""
+    with torch.inference_mode(False), torch.no_grad():
+        unmerge = Unmerge(layout)
+        return unmerge.index.to(device), unmerge.inverse.to(device)
+
+
 # ---------------------------------------------------------------- token operations
 class TokenOp(nn.Module):
     """An operation between blocks: forward(x, layout, state) -> (x, layout).
 
-    `state` is a dict living for one forward pass (skip and merge stacks);
-    `macs(layout, state)` is the analytic twin: (MACs, layout after the op),
-    with a state of layouts instead of tensors.
+    `state` is a dict living for one forward pass: the plan's device tables
+    and the skip and merge stacks; `macs(layout, state)` is the analytic twin:
+    (MACs, layout after the op), with a state of layouts instead of tensors.
     """
 
     def macs(self, layout: Layout, state: dict) -> tuple[int, Layout]:
@@ -76,7 +96,7 @@ class SkipJoin(TokenOp):
         return skip
 
     def forward(self, x, layout, state):
-        return self.linear(torch.cat([x, self._pop(layout, state)], dim=-1)), layout
+        return self.linear(torch.cat([x, self._pop(layout, state)], dim=-1)).to(x.dtype), layout
 
     def macs(self, layout, state):
         self._pop(layout, state)
@@ -94,13 +114,14 @@ class TokenMerge(TokenOp):
         self.linear = nn.Linear(4 * dim, out_dim)
 
     def forward(self, x, layout, state):
-        state.setdefault("merges", []).append((x, Unmerge(layout)))
-        index = state["merges"][-1][1].index.to(x.device)
+        state.setdefault("merges", []).append((x, layout))
+        index = state["unmerge"][layout][0]
         padded = torch.cat([x, x.new_zeros(x.shape[0], 1, x.shape[2])], dim=1)  # row L = padding
-        return self.linear(padded[:, index].flatten(2)), layout.merged()
+        return self.linear(padded[:, index].flatten(2)).to(x.dtype), layout.merged()
 
     def macs(self, layout, state):
         state.setdefault("merges", []).append(layout)
+        state.setdefault("merged", set()).add(layout)  # the plan builds its unmerge tables
         merged = layout.merged()
         return linear_macs(merged.num_tokens, self.linear), merged
 
@@ -113,16 +134,57 @@ class TokenSplit(TokenOp):
         self.linear = nn.Linear(dim, 4 * out_dim)
 
     def forward(self, x, layout, state):
-        skip, unmerge = state["merges"].pop()
+        skip, before = state["merges"].pop()
         y = self.linear(x).unflatten(-1, (4, -1)).flatten(1, 2)
-        return skip + y[:, unmerge.inverse.to(x.device)], unmerge.layout
+        return skip + y[:, state["unmerge"][before][1]], before
 
     def macs(self, layout, state):
         return linear_macs(layout.num_tokens, self.linear), state["merges"].pop()
 
 
+# ---------------------------------------------------------------- the forward pass of every model
+class PlannedModel(nn.Module):
+    """forward = compute(x, t, y, plan(x, budget, patch_size, generator)).
+
+    `plan` is the Python side of a pass: input checks, the token grid, the
+    budget and the kept latents (random dropping draws them here, from the
+    caller's generators), and the RoPE / merge tables of every layout the pass
+    visits, cached on the device. `compute` is tensors only, so
+    `compile_model` compiles it alone: one graph per (budget, patch, batch
+    shape), nothing drawn or copied from the host inside it.
+    """
+
+    def forward(self, x, t, y, budget=None, patch_size=None, generator=None):
+        return self.compute(x, t, y, self.plan(x, budget, patch_size, generator))[0]
+
+    def static_plan(self, x, budget, patch_size) -> dict:
+        """The plan's part that depends on shapes only (`shared_plan` of the analytic `walk`), made once per
+        (input shape, budget, patchifier, device): later passes pay a dict lookup, not a walk of the blocks."""
+        key = (tuple(x.shape[2:]), budget, patch_size, x.device)
+        plans = self.__dict__.setdefault("_static_plans", {})
+        if key not in plans:
+            plans[key] = self.shared_plan(self.walk(x.shape[2:], budget, patch_size)[1], x.device)
+        return plans[key]
+
+    def compute(self, x, t, y, plan: dict, residual=None, keep_residual: bool = False):
+        """-> (velocity like x, trunk residual or None).
+
+        With `residual` (B, L, d) the trunk is skipped and the residual added to
+        the embedded tokens (TeaCache); with `keep_residual` the trunk's residual
+        (output - input) is returned for reuse.
+        """
+        state = dict(plan)  # the pass's skip and merge stacks stay out of the plan
+        tokens, c = self.embed(x, t, y, state)
+        if residual is not None:
+            out = tokens + residual
+        else:
+            out = self.trunk(tokens, c, state)
+            residual = out - tokens if keep_residual else None
+        return self.unembed(out, c, state), residual
+
+
 # ---------------------------------------------------------------- backbone
-class Backbone(nn.Module):
+class Backbone(PlannedModel):
     """Patch embedding -> `depth` shared DiT blocks (with token ops between them) -> final layer.
 
     input_size: latent spatial size (int or (H, W)); frames: latent frames for
@@ -182,7 +244,7 @@ class Backbone(nn.Module):
         """Token ops to run before / after block i."""
         return {}, {}
 
-    # -- the forward pass in pieces, so ELIT can run the blocks in segments
+    # -- the plan of a pass: grid, checks, device tables
     def _grid(self, shape, patch) -> Grid:
         if len(shape) != len(patch) or any(s % p for s, p in zip(shape, patch)):
             raise UserError(f"input size {tuple(shape)} is not divisible by patch size {patch}")
@@ -197,64 +259,92 @@ class Backbone(nn.Module):
             raise UserError(f"patch size {patch_size} is not one of this model's patchifiers {sizes}")
         return sizes.index(key)
 
-    def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, patch_size=None):
-        """-> tokens (B, L, d), conditioning (B, d), Grid, state dict for this pass."""
+    def token_grid(self, shape, p: int) -> Grid:
+        """The token grid of input `shape` under patchifier p; a coarser patchifier keeps RoPE positions
+        in units of the finest token grid."""
+        patch = self.patch_embedders[p].patch
+        grid = self._grid(shape, patch)
+        if p:
+            base = self.patch_embedders[0].patch
+            grid = Grid(grid.shape, tuple(a / b for a, b in zip(patch, base)))
+        return grid
+
+    def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 2 + len(self.input_shape) or x.shape[1] != self.in_channels:
             want = "(B, C, T, H, W)" if len(self.input_shape) == 3 else "(B, C, H, W)"
             raise UserError(f"expected input {want} with C={self.in_channels}, got {tuple(x.shape)}")
-        p = self._patch_index(patch_size)
-        embedder = self.patch_embedders[p]
-        grid = self._grid(x.shape[2:], embedder.patch)
-        if p:  # coarser patchifier: RoPE positions stay in units of the finest token grid
-            base = self.patch_embedders[0].patch
-            grid = Grid(grid.shape, tuple(a / b for a, b in zip(embedder.patch, base)))
+
+    def shared_plan(self, walk: dict, device) -> dict:
+        """The plan's part every model shares, from the analytic walk of its pass (`walk`): patchifier,
+        token grid, and the device tables of every layout the pass visits."""
+        grid = walk["grid"]
+        if self.pos_embed is not None and grid.num_tokens != self.pos_embed.shape[1]:
+            raise UserError("absolute position embeddings fix the input size: "
+                            f"built for {self.pos_embed.shape[1]} tokens, got {grid.num_tokens}")
+        rope = ({layout: device_rope(layout, self.head_dim, device) for layout in walk["layouts"]}
+                if self.pos_embed_kind == "rope" else {})
+        unmerge = {layout: device_unmerge(layout, device) for layout in walk.get("merged", ())}
+        return {"patch": walk["patch"], "grid": grid, "rope": rope, "unmerge": unmerge}
+
+    def plan(self, x, budget=None, patch_size=None, generator=None) -> dict:
+        """The Python side of a pass (see `PlannedModel`): checks, grid, device tables."""
+        if budget is not None:
+            raise UserError(f"{type(self).__name__} has no latent interface: budget must be None")
+        self.check_input(x)
+        return self.static_plan(x, None, patch_size)
+
+    # -- the tensor side in pieces, so ELIT can run the blocks in segments
+    def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, state: dict):
+        """-> tokens (B, L, d), conditioning (B, d)."""
+        embedder = self.patch_embedders[state["patch"]]
         tokens = embedder(x)
         if self.pos_embed is not None:
-            if tokens.shape[1] != self.pos_embed.shape[1]:
-                raise UserError("absolute position embeddings fix the input size: "
-                                f"built for {self.pos_embed.shape[1]} tokens, got {tokens.shape[1]}")
             tokens = tokens + self.pos_embed
+        # one residual-stream dtype for every model: the weights' (fp32 under autocast, where the
+        # patch embedding returns bf16); see docs/precision-and-compile.md
+        tokens = tokens.to(embedder.proj.weight.dtype)
         c = self.t_embedder(1 - t if self.time_reversed else t) + self.y_embedder(y)
-        return tokens, c, grid, {"patch": p, "rope": {}}
+        return tokens, c
 
-    def rope(self, layout: Layout, state: dict, device):
-        if self.pos_embed_kind != "rope":
-            return None
-        if layout not in state["rope"]:
-            state["rope"][layout] = rope_tables(layout.positions().to(device), self.head_dim)
-        return state["rope"][layout]
+    def rope(self, layout: Layout, state: dict):
+        return state["rope"][layout] if self.pos_embed_kind == "rope" else None
+
+    checkpoint_blocks = False  # train.activation_checkpointing: blocks recompute their activations in backward
 
     def run_blocks(self, x, c, layout: Layout, start: int, stop: int, state: dict):
-        """Apply blocks start..stop-1 (and their token ops) -> (x, layout)."""
+        """Apply blocks start..stop-1 (and their token ops) -> (x, layout).
+
+        With `checkpoint_blocks` (and gradients on) each block keeps only its input for backward and runs
+        again there; the token ops (which push and pop `state`) are not recomputed."""
+        checkpoint = self.checkpoint_blocks and torch.is_grad_enabled()
         for i in range(start, stop):
             for op in self._ops(self.ops_before, i):
                 x, layout = op(x, layout, state)
-            x = self.blocks[i](x, c, rope=self.rope(layout, state, x.device))
+            rope = self.rope(layout, state)
+            if checkpoint:
+                x = torch.utils.checkpoint.checkpoint(self.blocks[i], x, c, rope=rope, use_reentrant=False)
+            else:
+                x = self.blocks[i](x, c, rope=rope)
             for op in self._ops(self.ops_after, i):
                 x, layout = op(x, layout, state)
         return x, layout
 
-    def unembed(self, x, c, layout: Grid, state: dict) -> torch.Tensor:
-        out = self.final_layers[state["patch"]](x, c, layout.shape)
+    def unembed(self, x, c, state: dict) -> torch.Tensor:
+        out = self.final_layers[state["patch"]](x, c, state["grid"].shape)
         return -out if self.time_reversed else out
 
-    def trunk(self, tokens, c, grid: Grid, state: dict, budget=None, generator=None):
+    def trunk(self, tokens, c, state: dict):
         """All blocks, embedded tokens in, tokens out (B, L, d); TeaCache caches its residual."""
-        if budget is not None:
-            raise UserError(f"{type(self).__name__} has no latent interface: budget must be None")
-        return self.run_blocks(tokens, c, grid, 0, self.depth, state)[0]
-
-    def forward(self, x, t, y, budget=None, patch_size=None, generator=None):
-        tokens, c, grid, state = self.embed(x, t, y, patch_size)
-        return self.unembed(self.trunk(tokens, c, grid, state, budget, generator), c, grid, state)
+        return self.run_blocks(tokens, c, state["grid"], 0, self.depth, state)[0]
 
     # -- analytic FLOPs, walking the same blocks and ops
-    def macs_embed(self, input_shape, patch_size=None) -> tuple[dict[str, int], Grid]:
+    def macs_embed(self, input_shape, patch_size=None) -> tuple[dict[str, int], Grid, dict]:
+        """-> embed and final MACs, the token grid, and the walk's state (patchifier, grid)."""
         p = self._patch_index(patch_size)
-        grid = self._grid(tuple(input_shape), self.patch_embedders[p].patch)
+        grid = self.token_grid(tuple(input_shape), p)
         costs = {"embed": self.patch_embedders[p].macs(grid.num_tokens) + self.t_embedder.macs(),
                  "final": self.final_layers[p].macs(grid.num_tokens)}
-        return costs, grid
+        return costs, grid, {"patch": p, "grid": grid}
 
     def _ops(self, table: nn.ModuleDict, i: int):
         return table[str(i)] if str(i) in table else ()
@@ -266,19 +356,24 @@ class Backbone(nn.Module):
             for op in self._ops(self.ops_before, i):
                 m, layout = op.macs(layout, state)
                 ops += m
+            state.setdefault("layouts", set()).add(layout)  # the plan builds their RoPE tables
             blocks += self.blocks[i].macs(layout.num_tokens)
             for op in self._ops(self.ops_after, i):
                 m, layout = op.macs(layout, state)
                 ops += m
         return blocks, ops, layout
 
-    def macs(self, input_shape=None, budget=None, patch_size=None) -> dict[str, int]:
-        """Forward MACs per sample by component (embed, final, blocks, token_ops)."""
+    def walk(self, input_shape, budget=None, patch_size=None) -> tuple[dict[str, int], dict]:
+        """The analytic pass: MACs by component, and the state it walked (grid, every layout, merges)."""
         if budget is not None:
             raise UserError(f"{type(self).__name__} has no latent interface: budget must be None")
-        costs, grid = self.macs_embed(input_shape or self.input_shape, patch_size)
-        blocks, ops, _ = self.macs_blocks(grid, 0, self.depth, {})
-        return {**costs, "blocks": blocks, "token_ops": ops}
+        costs, grid, state = self.macs_embed(input_shape, patch_size)
+        blocks, ops, _ = self.macs_blocks(grid, 0, self.depth, state)
+        return {**costs, "blocks": blocks, "token_ops": ops}, state
+
+    def macs(self, input_shape=None, budget=None, patch_size=None) -> dict[str, int]:
+        """Forward MACs per sample by component (embed, final, blocks, token_ops)."""
+        return self.walk(input_shape or self.input_shape, budget, patch_size)[0]
 
 
 class DiT(Backbone):

@@ -70,6 +70,8 @@ def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch
 
     if budget is not None and budget_spec is not None:
         raise UserError("give either --budget or --budget-range, not both")
+    if batch < 1:  # a negative batch would print negative TFLOPs
+        raise UserError(f"batch {batch} must be an integer >= 1")
     with torch.device("meta"):
         model = create_model(name, resolution=resolution, **(overrides or {}))
     budgets = budget_range(model, budget_spec) if budget_spec else [budget]
@@ -85,7 +87,7 @@ def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch
 
         out["relative_to_full_budget"] = fwd / forward_flops(model)
         main = budgets[-1] or model.max_budget
-        out["guide_budget"] = guide_budget or max(1, main // 16)
+        out["guide_budget"] = guide_budget if guide_budget is not None else max(1, main // 16)
         out["ccfg_vs_cfg"] = guidance_flops_ratio(model, "ccfg", main, out["guide_budget"])
     return out
 

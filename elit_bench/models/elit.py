@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from elit_bench.errors import UserError, choices_error
-from elit_bench.models.backbones import Backbone, initialize_weights, linear_macs
+from elit_bench.models.backbones import Backbone, PlannedModel, initialize_weights, linear_macs
 from elit_bench.models.layers import Attention, Mlp, adaln
 from elit_bench.models.layout import Grid, LatentSet
 
@@ -216,12 +216,12 @@ class LatentInterface(nn.Module):
         scores = torch.stack([torch.rand(groups, J, generator=g, device=g.device if g else device) for g in gens])
         return scores.argsort(dim=-1)[..., :budget].sort(dim=-1).values.to(device)
 
-    def read_latents(self, s, c, grid: Grid, budget, group_pos=None, generator=None):
-        """Spatial tokens s (B, N, d) -> kept latents (B, G*J~, d), their LatentSet and the Write's `ReadState`."""
-        budget = self.check_budget(budget)
+    def read_latents(self, s, c, grid: Grid, budget: int, keep, group_pos=None):
+        """Spatial tokens s (B, N, d) -> kept latents (B, G*J~, d), their LatentSet and the Write's `ReadState`.
+
+        budget: J~ (checked); keep: the plan's `keep_index`."""
         groups = Grid(grid.group_shape(self.group_size), self.group_size)
         G, b, d = groups.num_tokens, s.shape[0], s.shape[-1]
-        keep = self.keep_index(G, budget, s.device, generator)
         read_keep = None if self.read_all_latents else keep
         latents = take(self.latent_embed.expand(1, G, -1, -1), read_keep)
         if group_pos is not None:  # learned absolute positions: latents get their group's mean
@@ -257,7 +257,7 @@ class LatentInterface(nn.Module):
         return self.read.macs(G, interfaced, n), self.write.macs(G, n, interfaced)
 
 
-class ELIT(nn.Module):
+class ELIT(PlannedModel):
     """A backbone with a latent interface: forward(x, t, y, budget=None) like any model.
 
     blocks: (B_in, B_core, B_out), summing to the backbone's depth; Read runs
@@ -306,35 +306,47 @@ class ELIT(nn.Module):
             return None
         return to_groups(self.backbone.pos_embed, grid, self.interface.group_size).mean(dim=1)
 
-    def embed(self, x, t, y, patch_size=None):
-        return self.backbone.embed(x, t, y, patch_size)
-
-    def unembed(self, tokens, c, grid, state):
-        return self.backbone.unembed(tokens, c, grid, state)
-
-    def trunk(self, s, c, grid: Grid, state: dict, budget=None, generator=None):
-        """Spatial head -> Read -> latent core -> Write -> spatial tail: tokens (B, N, d) in and out.
+    def plan(self, x, budget=None, patch_size=None, generator=None) -> dict:
+        """The backbone's plan plus the budget J~ and the kept latents (`LatentInterface.keep_index`).
 
         generator: the random source for random dropping: None (global RNG), one
         torch.Generator, or one per sample.
         """
-        bb, (b_in, b_core, _) = self.backbone, self.blocks
-        s, grid = bb.run_blocks(s, c, grid, 0, b_in, state)
-        latents, layout, read = self.interface.read_latents(s, c, grid, budget, self._group_pos(grid), generator)
+        self.backbone.check_input(x)
+        budget = self.interface.check_budget(budget)
+        plan = self.static_plan(x, budget, patch_size)
+        groups = math.prod(plan["grid"].group_shape(self.interface.group_size))
+        keep = self.interface.keep_index(groups, budget, x.device, generator)
+        return {**plan, "budget": budget, "keep": keep}
+
+    def shared_plan(self, walk: dict, device) -> dict:
+        return self.backbone.shared_plan(walk, device)
+
+    def embed(self, x, t, y, state: dict):
+        return self.backbone.embed(x, t, y, state)
+
+    def unembed(self, tokens, c, state: dict):
+        return self.backbone.unembed(tokens, c, state)
+
+    def trunk(self, s, c, state: dict):
+        """Spatial head -> Read -> latent core -> Write -> spatial tail: tokens (B, N, d) in and out."""
+        bb, (b_in, b_core, _), grid = self.backbone, self.blocks, state["grid"]
+        s, _ = bb.run_blocks(s, c, grid, 0, b_in, state)
+        latents, layout, read = self.interface.read_latents(s, c, grid, state["budget"], state["keep"],
+                                                            self._group_pos(grid))
         latents, layout = bb.run_blocks(latents, c, layout, b_in, b_in + b_core, state)
         s = self.interface.write_latents(latents, grid, layout, read)
         return bb.run_blocks(s, c, grid, b_in + b_core, bb.depth, state)[0]
 
-    def forward(self, x, t, y, budget=None, patch_size=None, generator=None):
-        tokens, c, grid, state = self.embed(x, t, y, patch_size)
-        return self.unembed(self.trunk(tokens, c, grid, state, budget, generator), c, grid, state)
-
     def macs(self, input_shape=None, budget=None, patch_size=None) -> dict[str, int]:
         """Forward MACs per sample by component; the analytic twin of forward()."""
+        return self.walk(input_shape or self.input_shape, budget, patch_size)[0]
+
+    def walk(self, input_shape, budget=None, patch_size=None) -> tuple[dict[str, int], dict]:
+        """The analytic pass: MACs by component, and the state it walked (grid, every layout, merges)."""
         bb, (b_in, b_core, _) = self.backbone, self.blocks
         budget = self.interface.check_budget(budget)
-        costs, grid = bb.macs_embed(input_shape or bb.input_shape, patch_size)
-        state = {}
+        costs, grid, state = bb.macs_embed(input_shape, patch_size)
         head, ops1, after_head = bb.macs_blocks(grid, 0, b_in, state)
         if after_head != grid:
             raise UserError(f"the Read after block {b_in} would see tokens of layout {after_head}, not the "
@@ -346,7 +358,8 @@ class ELIT(nn.Module):
                             "every token merge of the latent core must be split inside it")
         tail, ops3, _ = bb.macs_blocks(grid, b_in + b_core, bb.depth, state)
         read, write = self.interface.macs(grid, budget)
-        return {**costs, "blocks": head + core + tail, "token_ops": ops1 + ops2 + ops3, "read": read, "write": write}
+        costs = {**costs, "blocks": head + core + tail, "token_ops": ops1 + ops2 + ops3, "read": read, "write": write}
+        return costs, state
 
 
 def default_blocks(depth: int) -> tuple[int, int, int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from elit_bench.errors import UserError
+
 
 def register(sub) -> None:
     for name, helptext in (("table", "render a suite's table (Markdown and LaTeX), ours beside the published numbers; "
@@ -23,12 +25,18 @@ def register(sub) -> None:
 
 
 def _frame(args):
+    from elit_bench.checkpoint import check_output
     from elit_bench.results.records import load_records
     from elit_bench.results.report import suite_frame
     from elit_bench.suites.spec import load_suite
 
     suite = load_suite(args.suite)
-    return suite, suite_frame(suite, load_records(args.out, suite.name, args.scale))
+    check_output(_dest(args, suite), "--dest")
+    frame = suite_frame(suite, load_records(args.out, suite.name, args.scale))
+    if frame.empty:
+        raise UserError(f"no records for suite {suite.name!r} under {str(args.out)!r}"
+                        + (f" at scale {args.scale!r}" if args.scale else "") + f": run `elit-bench run {args.suite}` first")
+    return suite, frame
 
 
 def _dest(args, suite) -> Path:
@@ -55,8 +63,10 @@ def cmd_plot(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
+    from elit_bench.checkpoint import check_output
     from elit_bench.results.leaderboard import write_leaderboard
 
-    for path in write_leaderboard(args.name, args.out, args.dest or Path(args.out) / "leaderboards"):
+    dest = check_output(args.dest or Path(args.out) / "leaderboards", "--dest")
+    for path in write_leaderboard(args.name, args.out, dest):
         print(f"wrote {path}")
     return 0

@@ -18,6 +18,7 @@ The real-data floor under the same protocol heads the board, unranked.
 from __future__ import annotations
 
 import html
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -34,17 +35,25 @@ from elit_bench.results.records import (
     records_frame,
 )
 
+log = logging.getLogger(__name__)
+
 # protocol key -> column of `records_frame`
 PROTOCOL_COLUMNS = {"data": "data", "resolution": "data_resolution", "sample_steps": "steps",
                     "num_samples": "num_samples"}
 
 
 def board_definition(name: str) -> dict:
+    """The board `name` as the first suite that joins it defines it; a suite file that does not load is skipped
+    with a warning (it cannot be the one asked for, or the error says so)."""
     from elit_bench.suites.spec import list_suites, load_suite
 
     boards = {}
     for suite_name in list_suites():
-        board = load_suite(suite_name).raw.get("leaderboard")
+        try:
+            board = load_suite(suite_name).raw.get("leaderboard")
+        except UserError as exc:
+            log.warning("skipping suite %r: %s", suite_name, exc)
+            continue
         if board:
             boards.setdefault(board["name"], board)
     if name not in boards:

@@ -6,6 +6,10 @@ differ only in their training seed into one row: the mean over seeds, their
 std, a t interval of the mean and every seed's own value and interval, so
 seed-to-seed spread travels with every number a table, figure or leaderboard
 shows. `format_estimate` writes such a row as text.
+
+Every record is checked on load (`read_record`): valid JSON is not enough, it
+must hold the keys that identify and describe a number (`RecordSchema`), else
+one line names the file.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from elit_bench.baselines import baseline_file
 from elit_bench.errors import UserError
@@ -27,20 +33,66 @@ RECORD_KEYS = ["suite", "scale", "run", "eval", "metric"]  # what identifies a n
 NAN = float("nan")
 
 
+class _Provenance(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code_version: str | None = None
+    train_config: dict | None = None
+    compute: dict | None = None
+
+
+class RecordSchema(BaseModel):
+    """The keys a result record must have for tables, leaderboards and comparisons (others are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    suite: str
+    scale: str
+    run_id: str
+    run_label: str
+    eval_id: str
+    eval_label: str
+    model: str
+    metrics: dict[str, Any]
+    provenance: _Provenance
+    intervals: dict[str, dict | None] | None = None
+    sample: dict | None = None
+    flops: dict | None = None
+    data: dict | None = None
+    num_samples: int | None = None
+    train_step: int | None = None
+    paper_row: str | None = None
+    paper_setting: str | None = None
+    paper_guidance: str | None = None
+    series: str | None = None
+
+
+def read_record(path, advice: str = "delete it and rerun the suite") -> dict:
+    """A record file, checked against `RecordSchema`; one-line UserError naming the file and the first problem."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # UnicodeDecodeError is a ValueError too
+        raise UserError(f"record {str(path)!r} is not valid JSON ({exc}); {advice}") from None
+    if not isinstance(record, dict):
+        raise UserError(f"record {str(path)!r} holds {json.dumps(record)[:40]}, not a JSON object; {advice}")
+    try:
+        RecordSchema.model_validate(record)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        problem = "missing" if err["type"] == "missing" else err["msg"][0].lower() + err["msg"][1:]
+        raise UserError(f"record {str(path)!r} is malformed: {where}: {problem}; {advice}") from None
+    return record
+
+
 def load_records(out, suite: str | None = None, scale: str | None = None) -> list[dict]:
-    """Every record under OUT/<suite>/<scale>/*/records/*.json (any suite / scale when None).
+    """Every record under OUT/<suite>/<scale>/*/records/*.json (any suite / scale when None), checked (`read_record`).
 
     Each record gets `record_path`, where it was read from (its samples are beside it).
     """
-    root = Path(out)
     pattern = f"{suite or '*'}/{scale or '*'}/*/records/*.json"
-    records = []
-    for path in sorted(root.glob(pattern)):
-        try:
-            records.append({**json.loads(path.read_text()), "record_path": str(path)})
-        except ValueError as exc:
-            raise UserError(f"record {str(path)!r} is not valid JSON ({exc}); delete it and rerun the suite") from exc
-    return records
+    return [{**read_record(path), "record_path": str(path)} for path in sorted(Path(out).glob(pattern))]
 
 
 def record_data(record: dict) -> dict:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from elit_bench.flow.guidance import MODES
 from elit_bench.flow.sampling import DEFAULT_STEPS, SOLVERS
 from elit_bench.flow.schedules import SYNTAX
+from elit_bench.models.precision import DEFAULT_SAMPLE_PRECISION, SAMPLE_PRECISIONS
 
 
 def register(sub) -> None:
@@ -40,6 +40,9 @@ def register(sub) -> None:
     p.add_argument("--teacache", type=float, metavar="THRESH",
                    help="TeaCache threshold on the accumulated timestep-embedding change (off by default)")
     p.add_argument("--patch-size", type=int, help="patchifier of a multi-patch model (e.g. 4)")
+    p.add_argument("--precision", choices=SAMPLE_PRECISIONS, default=DEFAULT_SAMPLE_PRECISION,
+                   help="model arithmetic: fp32, tf32 (fp32 with TF32 matmuls on CUDA; the released code's "
+                        "default) or bf16 autocast; recorded in the set's settings")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
     p.add_argument("--batch", type=int, default=32, help="samples per forward batch (does not change the samples)")
     p.add_argument("--grid", action="store_true", help="also write grid.png of the first 64 samples")
@@ -49,17 +52,22 @@ def register(sub) -> None:
 
 
 def cmd_sample(args) -> int:
+    from elit_bench import distributed
+    from elit_bench.checkpoint import check_output
     from elit_bench.sampling.generate import Recipe, generate, seed_list
 
+    check_output(args.out, "--out")  # before the model is loaded and sampled
     seeds = seed_list(args.num, args.seeds)
     recipe = Recipe(
         steps=args.steps, sampler=args.sampler, shift=args.shift, guidance=args.guidance, scale=args.scale,
         budget=args.budget, guide_budget=args.guide_budget, schedule=args.schedule,
         interval=tuple(args.guidance_interval) if args.guidance_interval else None, teacache=args.teacache,
-        patch_size=args.patch_size, class_labels=tuple(args.class_labels) if args.class_labels else None)
-    record = generate(args.checkpoint, args.out, seeds, recipe, ema=args.ema, batch=args.batch, grid=args.grid,
-                      device=args.device, progress=args.progress)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks
+        patch_size=args.patch_size, class_labels=tuple(args.class_labels) if args.class_labels else None,
+        precision=args.precision)
+    with distributed.job(args.device) as job:  # under torchrun: the group lives as long as the command
+        record = generate(args.checkpoint, args.out, seeds, recipe, ema=args.ema, batch=args.batch, grid=args.grid,
+                          device=args.device, progress=args.progress)
+    if job.is_main:  # under torchrun, rank 0 speaks
         skipped = record["teacache_skipped_steps"]
         print(f"{record['num_samples']} samples -> {args.out}/samples.npz ({record['resumed_samples']} resumed); "
               f"{record['flops_per_sample'] / 1e9:.4g} GFLOPs per sample, {record['flops_vs_cfg']:.3f}x CFG at the "

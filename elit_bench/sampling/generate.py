@@ -7,6 +7,8 @@ given (`class_labels`, cycled over the set's positions), then whatever random
 latents the model keeps (ELIT random dropping). A set therefore does not
 depend on the batch size or the number of processes. Under `torchrun`
 (WORLD_SIZE > 1) rank r takes every world-th pending seed; rank 0 merges.
+The job's process group (`elit_bench.distributed`) is joined, or reused, and
+left alive for the phases after sampling.
 
 Layout of the output directory OUT:
 
@@ -19,15 +21,20 @@ Layout of the output directory OUT:
   no part holds.
 - `samples.npz` (ADM layout: `arr_0` uint8 (N, H, W, 3) or (N, T, H, W, 3),
   `arr_1` labels (N,)), optional `grid.png`, then `samples.json`, the record and the
-  done marker; the parts are removed once merged.
+  done marker: it holds the size and SHA-256 of samples.npz, and a set is
+  complete only when the file matches them. A set that does not (a damaged or
+  replaced file) is deleted and sampled again. The parts are removed once merged.
+
+A batch with a NaN or infinite value (a diverged model) stops the set with an
+error naming the checkpoint and the seeds; it is never cast to an image.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-import os
 import re
 import shutil
 import time
@@ -36,11 +43,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
+from elit_bench import distributed
 from elit_bench.checkpoint import atomic_save, atomic_write, load_checkpoint, model_from_checkpoint
-from elit_bench.errors import UserError
+from elit_bench.errors import UserError, choices_error
 from elit_bench.flow.guidance import (
     Evaluation,
     Guidance,
@@ -52,8 +59,11 @@ from elit_bench.flow.guidance import (
 from elit_bench.flow.sampling import DEFAULT_STEPS, check_solver, solve, time_grid
 from elit_bench.flow.schedules import resolve_budgets
 from elit_bench.flow.teacache import check_threshold
+from elit_bench.models.precision import DEFAULT_SAMPLE_PRECISION, SAMPLE_PRECISIONS, sample_precision
 from elit_bench.provenance import provenance
 from elit_bench.sampling.decode import Decoder
+
+log = logging.getLogger(__name__)
 
 SETTINGS, RECORD, SAMPLES, GRID, PARTS = "settings.json", "samples.json", "samples.npz", "grid.png", "parts"
 GRID_SAMPLES, GRID_COLUMNS = 64, 8
@@ -68,7 +78,8 @@ class Recipe:
     J_w of AG / CCFG; interval: (t_lo, t_hi) where guidance applies;
     teacache: threshold (None = off); patch_size: the patchifier of a
     multi-patch model; class_labels: labels cycled over the set (None =
-    drawn from each seed's generator).
+    drawn from each seed's generator); precision: the model's arithmetic
+    (`models.precision.SAMPLE_PRECISIONS`; it changes the samples, so it is part of a set's settings).
     """
 
     steps: int = DEFAULT_STEPS
@@ -83,6 +94,11 @@ class Recipe:
     teacache: float | None = None
     patch_size: int | None = None
     class_labels: tuple[int, ...] | None = None
+    precision: str = DEFAULT_SAMPLE_PRECISION
+
+    def __post_init__(self):
+        if self.precision not in SAMPLE_PRECISIONS:
+            raise choices_error("sampling precision", self.precision, SAMPLE_PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -143,7 +159,8 @@ def sample_seeds(setup: Setup, seeds, positions, device="cpu") -> tuple[torch.Te
     x = torch.stack([d[0] for d in draws]).to(device)
     y = torch.tensor([d[1] for d in draws], dtype=torch.long, device=device)
     velocity = GuidedVelocity(model, y, setup.plan, recipe.scale, [d[2] for d in draws], recipe.patch_size)
-    return solve(velocity, x, setup.times, recipe.sampler), y
+    with sample_precision(recipe.precision, x.device):
+        return solve(velocity, x, setup.times, recipe.sampler), y
 
 
 # ---------------------------------------------------------------- seeds
@@ -187,37 +204,6 @@ def seed_list(num: int | None = None, seeds: str | None = None) -> list[int]:
     return out
 
 
-# ---------------------------------------------------------------- processes
-@dataclass(frozen=True)
-class Processes:
-    rank: int
-    world: int
-    device: torch.device
-    owns_group: bool  # we created the process group and destroy it when done
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def join_processes(device: str | None = None) -> Processes:
-    """This process's place among `torchrun` workers (one process without torchrun) and its device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    owns = world > 1 and not dist.is_initialized()
-    if owns:
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return Processes(rank, world, dev, owns)
-
-
 # ---------------------------------------------------------------- output directory
 def file_sha256(path) -> str:
     h = hashlib.sha256()
@@ -231,11 +217,16 @@ def _json_normal(obj):
     return json.loads(json.dumps(obj))
 
 
-def check_out_dir(out: Path, settings: dict) -> bool:
-    """UserError if OUT holds another set; True if it already holds this one, complete."""
+def check_out_dir(out: Path, settings: dict) -> None:
+    """UserError if OUT holds another set, or samples that are not a set."""
     path = out / SETTINGS
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            raise UserError(f"{path} is damaged (not a JSON object of sample settings): delete {out} to start over")
         if old != settings:
             keys = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             diffs = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in keys)
@@ -244,7 +235,44 @@ def check_out_dir(out: Path, settings: dict) -> bool:
     elif (out / SAMPLES).exists() or (out / PARTS).exists():
         raise UserError(f"{out} holds samples without {SETTINGS}: not a set written by `elit-bench sample`; "
                         "use another --out")
-    return (out / RECORD).exists() and (out / SAMPLES).exists()
+
+
+def file_digest(path: Path) -> dict:
+    """What samples.json records of samples.npz, to verify it later: {"bytes", "sha256"}."""
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def verified_record(out: Path) -> dict | None:
+    """The record of OUT's finished set when samples.npz matches the size and SHA-256 it holds; None otherwise."""
+    try:
+        record = json.loads((out / RECORD).read_text())
+        expected = record["samples_npz"]
+        if (out / SAMPLES).stat().st_size == expected["bytes"] and file_digest(out / SAMPLES) == expected:
+            return record
+    except (OSError, ValueError, KeyError, TypeError):  # missing, unreadable or not a record of this format
+        pass
+    return None
+
+
+def remove_stale(out: Path, complete: bool) -> None:
+    """Rank 0, before anything else is written: remove the temporary files of writes a kill cut off (the final
+    merge's `.samples.npz.*.tmp`, a batch's part) and, unless the set is `complete`, a set that did not verify."""
+    unverified = [] if complete else [p for p in (out / SAMPLES, out / RECORD) if p.exists()]
+    if unverified:
+        log.warning("%s: %s does not match the size and SHA-256 in %s (damaged, or its write was cut off); "
+                    "sampling the set again", out, SAMPLES, RECORD)
+    for path in [*unverified, *out.glob(".*.tmp"), *(out / PARTS).glob(".*.tmp")]:
+        path.unlink()
+
+
+def check_finite(x: torch.Tensor, checkpoint, train_step, seeds: list[int], recipe: Recipe) -> None:
+    """UserError when a batch of model-space samples (B, ...) holds NaN or inf: a diverged model, not images."""
+    finite = torch.isfinite(x).flatten(1).all(1).tolist()
+    if not all(finite):
+        bad = [s for s, ok in zip(seeds, finite) if not ok]
+        raise UserError(f"checkpoint {checkpoint} (training step {train_step}) gave NaN/inf samples for seeds "
+                        f"{format_seeds(bad)} with {recipe.steps} {recipe.sampler} steps: the model diverged; check "
+                        "its training loss and sample an earlier checkpoint")
 
 
 def finished(parts: Path) -> dict[int, Path]:
@@ -319,77 +347,78 @@ def generate(checkpoint, out, seeds: list[int], recipe: Recipe, ema: bool = True
              grid: bool = False, device: str | None = None, progress: bool = True) -> dict:
     """Sample `seeds` from `checkpoint` into `out` (resuming a partial set); returns the record.
 
-    All input is validated (UserError) before anything is written.
+    All input is validated (UserError) before anything is written. Under torchrun every rank maps the
+    checkpoint, rank 0 alone hashes files, and the job's process group is reused and left alive.
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise UserError(f"batch size must be an integer >= 1, got {batch!r}")
     if not seeds:
         raise UserError("the seed list is empty")
-    ckpt = load_checkpoint(checkpoint)
+    procs = distributed.join(device)
+    ckpt = load_checkpoint(checkpoint, mmap=True)
     model = model_from_checkpoint(ckpt, ema=ema)
+    config, train_step, has_ema = ckpt["config"], ckpt.get("step"), ckpt.get("ema") is not None
+    del ckpt  # the weights are in the model
     setup = prepare(model, recipe)
-    config = ckpt["config"]
     out = Path(out)
     settings = _json_normal({
-        "checkpoint_sha256": file_sha256(checkpoint), "ema": bool(ema and ckpt.get("ema") is not None),
-        **asdict(recipe), "seeds": format_seeds(seeds),
+        "checkpoint_sha256": procs.broadcast(file_sha256(checkpoint) if procs.is_main else None),
+        "ema": bool(ema and has_ema), **asdict(recipe), "seeds": format_seeds(seeds),
     })
-    procs = join_processes(device)
-    try:
-        decoder = Decoder(config.get("data"), procs.device)
-        if check_out_dir(out, settings):
-            if procs.rank == 0 and (out / PARTS).exists():
-                shutil.rmtree(out / PARTS)
-            if grid and procs.rank == 0:  # a set finished before grids were asked for
-                ensure_grid(out)
-            return json.loads((out / RECORD).read_text())
-        model.to(procs.device)
-        parts = out / PARTS
-        done = finished(parts)
-        if procs.rank == 0:  # before any part exists, so that parts never lack their settings
-            atomic_write(out / SETTINGS, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
-        procs.barrier()  # every rank has listed the finished parts before any rank adds one
-        pending = [p for p, s in enumerate(seeds) if s not in done]
-        mine = pending[procs.rank::procs.world]
-        if procs.rank == 0:
-            print(f"sampling {len(pending)} of {len(seeds)} samples ({len(seeds) - len(pending)} already done) "
-                  f"on {procs.world} process(es); {setup.flops_per_sample / 1e9:.4g} GFLOPs per sample, "
-                  f"{setup.flops_per_sample / setup.flops_cfg:.3f}x CFG at the same budget", flush=True)
-        started = time.time()
-        with tqdm(total=len(mine), unit="sample", desc="sample", disable=not progress or procs.rank != 0) as bar:
-            for start in range(0, len(mine), batch):
-                positions = mine[start:start + batch]
-                chunk = [seeds[p] for p in positions]
-                x, y = sample_seeds(setup, chunk, positions, procs.device)
-                write_npz(parts / f"part-{chunk[0]:08d}-{len(chunk):05d}.npz", seeds=np.array(chunk, dtype=np.int64),
-                          labels=y.cpu().numpy().astype(np.int64), images=decoder(x))
-                bar.update(len(chunk))
-        procs.barrier()
-        record = None
-        if procs.rank == 0:
-            images, labels = merge_parts(parts, seeds)
-            write_npz(out / SAMPLES, arr_0=images, arr_1=labels)  # ADM layout: arr_1 holds the labels
-            if grid:
-                save_grid(out / GRID, images)
-            record = make_record(setup, ckpt, checkpoint, settings, seeds, len(seeds) - len(pending),
-                                 procs, time.time() - started, images.shape)
-            atomic_write(out / RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
-            shutil.rmtree(parts)
-        procs.barrier()
-        return record if record is not None else json.loads((out / RECORD).read_text())
-    finally:
-        if procs.owns_group:
-            dist.destroy_process_group()
+    decoder = Decoder(config.get("data"), procs.device)
+    check_out_dir(out, settings)
+    record = procs.broadcast(verified_record(out) if procs.is_main else None)
+    if procs.is_main:
+        remove_stale(out, complete=record is not None)
+    if record is not None:
+        if procs.is_main and (out / PARTS).exists():
+            shutil.rmtree(out / PARTS)
+        if grid and procs.is_main:  # a set finished before grids were asked for
+            ensure_grid(out)
+        return record
+    model.to(procs.device)
+    parts = out / PARTS
+    done = finished(parts)
+    if procs.is_main:  # before any part exists, so that parts never lack their settings
+        atomic_write(out / SETTINGS, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
+    procs.barrier()  # every rank has listed the finished parts before any rank adds one
+    pending = [p for p, s in enumerate(seeds) if s not in done]
+    mine = pending[procs.rank::procs.world]
+    if procs.is_main:
+        print(f"sampling {len(pending)} of {len(seeds)} samples ({len(seeds) - len(pending)} already done) "
+              f"on {procs.world} process(es); {setup.flops_per_sample / 1e9:.4g} GFLOPs per sample, "
+              f"{setup.flops_per_sample / setup.flops_cfg:.3f}x CFG at the same budget", flush=True)
+    started = time.time()
+    with tqdm(total=len(mine), unit="sample", desc="sample", disable=not progress or not procs.is_main) as bar:
+        for start in range(0, len(mine), batch):
+            positions = mine[start:start + batch]
+            chunk = [seeds[p] for p in positions]
+            x, y = sample_seeds(setup, chunk, positions, procs.device)
+            check_finite(x, checkpoint, train_step, chunk, recipe)
+            write_npz(parts / f"part-{chunk[0]:08d}-{len(chunk):05d}.npz", seeds=np.array(chunk, dtype=np.int64),
+                      labels=y.cpu().numpy().astype(np.int64), images=decoder(x))
+            bar.update(len(chunk))
+    procs.barrier()
+    if procs.is_main:
+        images, labels = merge_parts(parts, seeds)
+        write_npz(out / SAMPLES, arr_0=images, arr_1=labels)  # ADM layout: arr_1 holds the labels
+        if grid:
+            save_grid(out / GRID, images)
+        record = make_record(setup, config, train_step, checkpoint, settings, seeds, len(seeds) - len(pending),
+                             procs, time.time() - started, images.shape, file_digest(out / SAMPLES))
+        atomic_write(out / RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+        shutil.rmtree(parts)
+    return procs.broadcast(record)
 
 
-def make_record(setup: Setup, ckpt: dict, checkpoint, settings: dict, seeds: list[int], resumed: int,
-                procs: Processes, seconds: float, shape) -> dict:
-    """The provenance record of a finished set (samples.json)."""
-    model, recipe, config = setup.model, setup.recipe, ckpt["config"]
+def make_record(setup: Setup, config: dict, train_step: int | None, checkpoint, settings: dict, seeds: list[int],
+                resumed: int, procs: distributed.Dist, seconds: float, shape, samples_npz: dict) -> dict:
+    """The provenance record of a finished set (samples.json); samples_npz: `file_digest` of samples.npz."""
+    model, recipe = setup.model, setup.recipe
     return {
         "model": config["model"], "model_kwargs": config.get("model_kwargs", {}), "data": config.get("data"),
         "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": settings["checkpoint_sha256"],
-        "checkpoint_step": ckpt.get("step"), "ema": settings["ema"],
+        "checkpoint_step": train_step, "ema": settings["ema"],
         "converted_from": config.get("converted_from"),  # an imported official checkpoint: its file and format
         "steps": recipe.steps, "sampler": recipe.sampler, "time_shift": recipe.shift,
         "guidance": recipe.guidance, "scale": recipe.scale, "guidance_w": recipe.scale + 1,
@@ -401,7 +430,7 @@ def make_record(setup: Setup, ckpt: dict, checkpoint, settings: dict, seeds: lis
         "model_evaluations": len(setup.plan), "model_passes": sum(len(ev.passes) for ev in setup.plan),
         "patch_size": recipe.patch_size,
         "seeds": settings["seeds"], "num_samples": len(seeds), "class_labels": settings["class_labels"],
-        "sample_shape": list(shape[1:]), "resumed_samples": resumed,
+        "sample_shape": list(shape[1:]), "resumed_samples": resumed, "samples_npz": samples_npz,
         "flops_per_sample": setup.flops_per_sample, "flops_vs_cfg": setup.flops_per_sample / setup.flops_cfg,
         "settings": settings, **provenance(procs.device),
         "world_size": procs.world, "seconds": round(seconds, 3),

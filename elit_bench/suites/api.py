@@ -10,6 +10,7 @@ Both return one row per (record, metric), the frame `elit-bench table` is made f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -22,10 +23,11 @@ def run_suite(name: str, scale: str | None = None, overrides: Sequence[str] = ()
 
     overrides: `--set` items ("train.steps=200", "var.IMAGENET256=/data/in256"); launcher and
     launcher_options as in `make_launcher` (e.g. launcher="slurm", gpus=8, partition="gpu"). Bad input
-    raises `UserError` before anything runs; failed runs raise RuntimeError after the others finished.
+    raises `UserError` before anything runs, so does another run writing into OUT/<suite>/<scale> (`suites.lock`); failed runs raise RuntimeError after the others finished.
     """
     from elit_bench.suites.cli import parse_sets
     from elit_bench.suites.launchers import make_launcher
+    from elit_bench.suites.lock import run_lock
     from elit_bench.suites.runner import run_all
     from elit_bench.suites.spec import load_suite
 
@@ -33,7 +35,10 @@ def run_suite(name: str, scale: str | None = None, overrides: Sequence[str] = ()
     scale = scale or next(iter(suite.raw["scales"]))
     sets, variables = parse_sets(list(overrides))
     runs = suite.runs(scale, sets, variables)
-    if run_all(runs, out, make_launcher(launcher, **launcher_options), progress):
+    with run_lock(Path(out) / suite.name / scale, launcher, launcher_options.get("nodes", 1),
+                  command=[f"run_suite({name!r})"]):
+        failed = run_all(runs, out, make_launcher(launcher, **launcher_options), progress)
+    if failed:
         raise RuntimeError(f"some runs of suite {name!r} failed (the log names them); call run_suite again to retry")
     return load_records(suite.name, scale, out)
 

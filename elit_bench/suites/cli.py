@@ -36,8 +36,14 @@ def register(sub) -> None:
                         "and each run's estimated wall time on this machine (timed training steps and forwards)")
     p.add_argument("--no-estimate", action="store_true",
                    help="with --dry-run: skip the wall-time estimate (it builds and times each model briefly)")
+    p.add_argument("--gpu-memory", type=_positive_float, default=80.0, metavar="GB",
+                   help="with --dry-run: GPU memory in GB (1e9 bytes) to plan each training run's micro-batch and "
+                        "activation checkpointing for (default 80); a run with train.micro_batch: auto makes the "
+                        "same plan for the GPU it starts on")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (also: -q)")
+    p.add_argument("--wait-lock", action="store_true",
+                   help="when another `run` writes into the same OUT/<suite>/<scale>, wait for it instead of exiting")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="which runs of a suite are done, running or missing")
@@ -57,6 +63,16 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -100,7 +116,11 @@ def cmd_suites(args) -> int:
 
     rows = []
     for name in list_suites():
-        suite = load_suite(name)
+        try:
+            suite = load_suite(name)
+        except UserError as exc:  # one broken file is listed as broken, the others as usual
+            rows.append({"name": name, "error": str(exc)})
+            continue
         rows.append({"name": name, "title": suite.title, "scales": list(suite.raw["scales"]),
                      "runs": len(suite.raw["runs"]), "variables": suite.variables, "paper": suite.paper})
     if args.json:
@@ -108,7 +128,8 @@ def cmd_suites(args) -> int:
     else:
         width = max(len(r["name"]) for r in rows)
         for r in rows:
-            print(f"{r['name']:<{width}}  {', '.join(r['scales']):<20}  {r['title']}")
+            print(f"{r['name']:<{width}}  " + (f"BROKEN: {r['error']}" if "error" in r else
+                                              f"{', '.join(r['scales']):<20}  {r['title']}"))
     return 0
 
 
@@ -151,6 +172,7 @@ def _ratio_text(ratios: dict | None) -> str:
 
 def cmd_run(args) -> int:
     from elit_bench.suites.launchers import make_launcher
+    from elit_bench.suites.lock import run_lock
     from elit_bench.suites.runner import run_all
 
     suite, scale, runs = expand(args, strict=not args.dry_run)
@@ -159,20 +181,25 @@ def cmd_run(args) -> int:
     launcher = make_launcher(args.launcher, nproc=args.nproc, nodes=args.nodes, rdzv_endpoint=args.rdzv_endpoint,
                              partition=args.partition, gpus=args.gpus, tasks_per_node=args.tasks_per_node,
                              timeout_min=args.timeout_min, cpus=args.cpus)
-    code = run_all(runs, args.out, launcher, progress=not (args.no_progress or args.quiet))
-    if code == 0 and runs:
-        from elit_bench.results.report import write_report
+    with run_lock(Path(args.out) / suite.name / scale, args.launcher, args.nodes, args.wait_lock, args.command_line):
+        code = run_all(runs, args.out, launcher, progress=not (args.no_progress or args.quiet))
+        if code == 0 and runs:
+            from elit_bench.results.report import write_report
 
-        for path in write_report(suite, args.out, scale):
-            print(f"wrote {path}")
+            for path in write_report(suite, args.out, scale):
+                print(f"wrote {path}")
     return code
 
 
 def dry_run(args, suite, scale, runs) -> int:
     """Print the plan (text or JSON) and, unless --no-estimate, the estimated wall time; writes nothing."""
-    from elit_bench.suites.estimate import describe, duration, estimate_runs
+    from elit_bench.suites.estimate import describe, describe_memory, duration, estimate_memory, estimate_runs
 
     plan = [plan_run(r) for r in runs]
+    memory = estimate_memory(runs, args.gpu_memory, _processes_per_run(args))
+    for p in plan:
+        if p["run"] in memory:
+            p["memory"] = memory[p["run"]]
     estimate = None if args.no_estimate else estimate_runs(runs, args.out)
     if estimate is not None:
         for p in plan:
@@ -191,6 +218,8 @@ def dry_run(args, suite, scale, runs) -> int:
         print(f"  {p['run']:<40} {p['model']:<16} batch {p['batch']:<4} steps {p['steps']:<7} "
               f"TF/iter {p['train_tflops_per_iter']:<10.4g} total {p['train_total_pflops']:<9.4g} PFLOPs  "
               f"{p['evals']} eval(s), {p['samples']} samples  {_ratio_text(p['ratios'])}")
+        if "memory" in p:
+            print(f"      {describe_memory(p['memory'])}")
         if estimate is not None:
             print(f"      {describe(p['estimate'])}")
     if estimate is not None:
@@ -202,13 +231,23 @@ def dry_run(args, suite, scale, runs) -> int:
     return 0
 
 
+def _processes_per_run(args) -> int:
+    """How many processes (GPUs) share each run's batch under the chosen launcher."""
+    if args.launcher == "torchrun":
+        return (args.nproc or 1) * args.nodes
+    if args.launcher == "slurm":
+        return (args.tasks_per_node or args.gpus or 1) * args.nodes
+    return 1
+
+
 def cmd_status(args) -> int:
+    from elit_bench.results.records import read_record
     from elit_bench.suites.runner import RECORDS, is_done, run_dir
 
     suite, scale, runs = expand(args, strict=False)
     for run in runs:
         rdir = run_dir(args.out, run)
-        records = len(list((rdir / RECORDS).glob("*.json"))) if rdir.exists() else 0
+        records = len([read_record(p) for p in sorted((rdir / RECORDS).glob("*.json"))])
         ckpt = rdir / "train" / "checkpoints" / "last.pt"
         state = "done" if is_done(args.out, run) else ("started" if rdir.exists() else "missing")
         print(f"{state:<8} {run.id:<40} checkpoint: {'yes' if ckpt.exists() else 'no':<3}  "

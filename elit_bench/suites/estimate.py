@@ -20,6 +20,11 @@ Measured where it can be, on the device the run would use (CUDA when there is on
 
 Metric computation (feature extraction, bootstrap intervals) and the real-data floor are not included; a
 run already done counts 0, one with a checkpoint only its remaining steps. Nothing is written.
+
+Memory (`estimate_memory`): for every training run, the peak memory per GPU of a training step at the
+micro-batch the run will use on a GPU of `--gpu-memory` GB, with activation checkpointing only if no
+micro-batch fits without it (`elit_bench.training.memory`: the same plan a run with `train.micro_batch:
+auto` makes when it starts on that GPU; activations measured by a fake-tensor trace of the real model).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ _FORWARD_TIMES: dict = {}
 
 
 def default_device() -> torch.device:
-    """The device a local run trains and samples on (`training.distributed.setup`)."""
+    """The device a local run trains and samples on (`distributed.local_device`)."""
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
@@ -380,6 +385,44 @@ def estimate_runs(runs, out=None, device=None) -> dict:
             "sample_seconds": sum(r["sample_seconds"] for r in result.values()),
             "device": str(device), "threads": torch.get_num_threads(),
             "not_included": "metric computation (features, bootstrap intervals) and the real-data floor"}
+
+
+def estimate_memory(runs, gpu_gb: float = 80.0, world: int = 1) -> dict:
+    """{run id: memory plan} of every training run on GPUs of `gpu_gb` GB (1e9 bytes), `world` processes:
+    peak_gib, micro_batch, accumulation (micro-batches per step and GPU), checkpointing, fits, and the parts."""
+    from elit_bench.models import create_model
+    from elit_bench.suites.spec import model_args
+    from elit_bench.training.memory import GiB, run_memory_plan
+
+    out = {}
+    for run in runs:
+        if not run.trains:
+            continue
+        name, kwargs, cfg = model_args(run.train)
+        if cfg["batch"] % world:  # training would refuse it: say so in the plan
+            out[run.id] = {"error": f"batch {cfg['batch']} is not divisible by {world} processes"}
+            continue
+        with torch.device("meta"):
+            model = create_model(name, **kwargs)
+        plan = run_memory_plan(name, kwargs, model, cfg, world, gpu_gb * 1e9)
+        out[run.id] = {"peak_gib": plan.peak / GiB, "state_gib": plan.state / GiB,
+                       "activations_gib": plan.activations / GiB, "usable_gib": plan.capacity / GiB,
+                       "micro_batch": plan.micro_batch, "rank_batch": plan.per_rank_batch,
+                       "accumulation": plan.accumulation, "checkpointing": plan.checkpointing, "fits": plan.fits,
+                       "gpu_gb": gpu_gb, "world": world}
+    return out
+
+
+def describe_memory(memory: dict) -> str:
+    """One line of a run's memory plan for the dry-run plan."""
+    if "error" in memory:
+        return f"memory/GPU: not planned: {memory['error']}"
+    verdict = "fits" if memory["fits"] else "DOES NOT FIT"
+    return (f"memory/GPU {memory['peak_gib']:.1f} GiB ({memory['state_gib']:.1f} weights+grads+AdamW+EMA, "
+            f"{memory['activations_gib']:.1f} activations) at micro-batch {memory['micro_batch']} "
+            f"({memory['accumulation']} per step for a rank batch of {memory['rank_batch']}), activation checkpointing "
+            f"{'on' if memory['checkpointing'] else 'off'}: {verdict} {memory['usable_gib']:.1f} GiB usable of a "
+            f"{memory['gpu_gb']:g} GB GPU x {memory['world']}")
 
 
 def duration(seconds: float | None) -> str:

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from elit_bench import distributed
 from elit_bench.errors import UserError, choices_error
 from elit_bench.suites.runner import describe_failure, execute_run
 from elit_bench.suites.spec import EvalSpec, RunSpec
@@ -140,7 +141,8 @@ class SlurmJob:
         env = submitit.helpers.TorchDistributedEnvironment()
         if env.world_size > 1:  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT for torch.distributed (env://)
             env.export(set_cuda_visible_devices=False, overwrite=True)
-        return str(execute_run(spec_from_json(self.spec), self.out, self.progress and env.rank == 0))
+        with distributed.job():  # one process group for the whole run, destroyed when it ends
+            return str(execute_run(spec_from_json(self.spec), self.out, self.progress and env.rank == 0))
 
     def checkpoint(self, *args, **kwargs):
         import submitit

@@ -11,10 +11,16 @@ Layout under `OUT/<suite>/<scale>/<run id>/`:
     DONE                written last: the evaluations and the training step it covers
 
 Re-running the same command resumes: a run whose DONE covers all its
-evaluations at its `train.steps` is skipped, training continues from its
-checkpoint (also after `train.steps` was raised: the run id does not depend
-on it), sample sets complete their missing seeds, and records of the current
-checkpoint are kept.
+evaluations at its `train.steps`, and whose records are all there and read
+as records, is skipped; training continues from its checkpoint (also after
+`train.steps` was raised: the run id does not depend on it), sample sets
+complete their missing seeds (a set whose samples.npz does not verify is
+sampled again), records of the current checkpoint are kept and missing or
+damaged ones are evaluated again.
+
+Under torchrun or SLURM every rank executes the run in the job's one process
+group (`elit_bench.distributed`): training is DDP, sampling and feature
+extraction shard over the ranks on each rank's device, rank 0 writes.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elit_bench import distributed
 from elit_bench.checkpoint import atomic_write, checkpoint_config
 from elit_bench.errors import UserError
 from elit_bench.provenance import provenance
@@ -49,18 +56,32 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=str)))
 
 
-def is_done(out, run: RunSpec) -> bool:
-    """DONE covers every evaluation of the run, at (or past) the run's `train.steps`."""
-    marker = run_dir(out, run) / DONE
-    if not marker.is_file():
-        return False
+def read_record(path: Path, run: RunSpec, eval_id: str) -> dict | None:
+    """The record at `path` if it reads as this evaluation's record (a JSON object naming the run and the
+    evaluation, with its metrics); None when it is missing or damaged, so that the evaluation runs again."""
     try:
-        done = json.loads(marker.read_text())
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(record, dict) and record.get("run_id") == run.id and record.get("eval_id") == eval_id
+            and isinstance(record.get("metrics"), dict)):
+        return None
+    return record
+
+
+def is_done(out, run: RunSpec) -> bool:
+    """DONE covers every evaluation of the run, at (or past) the run's `train.steps`, and every record it promises
+    (one per evaluation; a measurement's one) is there and reads as a record."""
+    rdir = run_dir(out, run)
+    try:
+        done = json.loads((rdir / DONE).read_text())
         covered, step = set(done["evals"]), done.get("step")
-    except (ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
         return False
     steps = fill_defaults(run.train)["steps"] if run.trains else None
-    return {e.id for e in run.evals} <= covered and (steps is None or (step or 0) >= steps)
+    promised = ["compute"] if run.compute else [e.id for e in run.evals]
+    return ({e.id for e in run.evals} <= covered and (steps is None or (step or 0) >= steps)
+            and all(read_record(rdir / RECORDS / f"{i}.json", run, i) is not None for i in promised))
 
 
 def digits_reference(out: Path, resolution: int, video: bool = False) -> Path:
@@ -86,25 +107,30 @@ def checkpoint_for(rdir: Path, ev: EvalSpec, last_step: int, given: str | None =
 
 
 def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: int, progress: bool) -> dict:
-    """Sample the evaluation's set from the checkpoint of `step` and compute its metrics -> the result record."""
+    """Sample the evaluation's set from the checkpoint of `step` and compute its metrics -> the result record.
+
+    Every rank of the job calls it and gets the record: sampling and feature extraction shard over the ranks,
+    each on its own device; `provenance.metrics` names the device and the world size the features came from.
+    """
     from elit_bench.flops import forward_flops
     from elit_bench.metrics import compute_metrics
     from elit_bench.sampling.generate import generate, seed_list
     from elit_bench.training.config import build_meta_model
 
+    job = distributed.join()
     ckpt, step = checkpoint_for(rdir, ev, step, run.checkpoint)
     sample, metrics = SampleSettings(**ev.sample), MetricsSettings(**ev.metrics)  # validated when the suite expanded
     model = checkpoint_model(run.checkpoint) if run.checkpoint else build_meta_model(train_config)
     edir = rdir / EVALS / ev.id / f"step-{step}"
     sample_record = generate(ckpt, edir, seed_list(metrics.num_samples), sample.recipe(model.max_budget),
-                             ema=sample.ema, batch=sample.batch, grid=True, progress=progress)
+                             ema=sample.ema, batch=sample.batch, grid=True, device=job.device, progress=progress)
     real = metrics.real
     if real == "digits":
         # an imported checkpoint's data description may not name the digits: `real: digits` and its model tell
         data = {"name": "digits", "resolution": model.input_shape[-1], **train_config["data"]}
         train_config = {**train_config, "data": data}
         real = digits_reference(rdir.parents[2] / "_shared", data["resolution"], data["name"] == "moving-digits")
-    options = metrics.options.model_dump(exclude_none=True) if metrics.options else {}
+    options = {"device": job.device, **(metrics.options.model_dump(exclude_none=True) if metrics.options else {})}
     scores = compute_metrics(edir / "samples.npz", real, metrics.names, progress=progress, **options)
     score_provenance, score_intervals = scores.pop("provenance", {}), scores.pop("intervals", {})
     return {
@@ -162,7 +188,8 @@ def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
     rdir = run_dir(out, run)
     if is_done(out, run):
         return rdir
-    main = os.environ.get("RANK", "0") == "0"  # under torchrun / SLURM tasks every rank works, rank 0 writes
+    job = distributed.join()  # under torchrun / SLURM tasks every rank works, rank 0 writes
+    main = job.is_main
     if run.compute:
         return execute_compute(run, rdir) if main else rdir
     if run.checkpoint:  # evaluated as given: its config names model, data and where it came from
@@ -180,18 +207,20 @@ def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
     for ev in run.evals:
         record_path = rdir / RECORDS / f"{ev.id}.json"
         step = checkpoint_for(rdir, ev, last_step)[1]
-        old = json.loads(record_path.read_text()) if record_path.is_file() else None
-        if old is None or old.get("train_step") != step:
-            if old is not None and main:  # trained further since: keep the earlier record beside, evaluate again
-                superseded = rdir / RECORDS / "superseded" / f"{ev.id}-step-{old.get('train_step')}.json"
+        record = read_record(record_path, run, ev.id)  # missing or damaged: evaluated again
+        job.barrier()  # every rank has read it before rank 0 moves or replaces it
+        if record is None or record.get("train_step") != step:
+            if record is not None and main:  # trained further since: keep the earlier record beside, evaluate again
+                superseded = rdir / RECORDS / "superseded" / f"{ev.id}-step-{record.get('train_step')}.json"
                 superseded.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(record_path, superseded)
             record = evaluate(run, ev, rdir, resolved, last_step, progress)
             if main:
                 write_json(record_path, record)
                 track_evaluation(rdir, resolved, ev, record)
-        if main:  # the suite's `real data` record for this sample count, unless it is there already
-            write_real_data_record(rdir.parent, json.loads(record_path.read_text()))
+        # the suite's `real data` record for this sample count, unless it is there already (scored by every rank)
+        write_real_data_record(rdir.parent, record)
+        job.barrier()
     if main:
         write_json(rdir / DONE, {"evals": [e.id for e in run.evals], "step": last_step,
                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")})

@@ -36,6 +36,13 @@ and steps ratios they have at paper scale, unless a run says why not
 hash of the training identity (model, data, optimisation, seed; not the
 run-control keys such as `steps`, so raising them continues the run).
 
+Labels name rows of tables, so they are unique: two runs share a label only
+as the seeds of one `seeds:` entry (same settings otherwise), and the
+evaluations of a run have distinct labels after `matrix:` expansion (put the
+matrix key in the label: "J={budget}"). An override (`--set`) that every run
+or evaluation replaces with its own value is refused, naming the key; one that
+some of them replace is applied to the others, with a warning naming those.
+
 `report: {kind: claims, claims: [...]}` puts the paper's claims to verdicts computed from the
 suite's records (`elit_bench.results.claims`, docs/claims.md); its tests are checked here against
 the suite's run and evaluation labels.
@@ -53,6 +60,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -60,6 +68,7 @@ from pathlib import Path
 
 import torch
 
+from elit_bench.checkpoint import read_text
 from elit_bench.errors import UserError, choices_error
 from elit_bench.schema import MetricsSettings, SampleSettings, check
 from elit_bench.training.config import (
@@ -71,6 +80,8 @@ from elit_bench.training.config import (
     resolve_config,
     training_budgets,
 )
+
+log = logging.getLogger(__name__)
 
 SCALES = ("paper", "proxy", "smoke", "cpu")  # cpu: a CPU-sized scale that is meant to separate (claims)
 REPORT_KINDS = ("table", "plot", "claims")
@@ -229,6 +240,7 @@ class Suite:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise UserError(f"suite {self.name!r} at scale {scale!r} defines the same run twice: {dupes}")
+        check_labels(runs, f"suite {self.name!r} at scale {scale!r}")
         paper = runs if scale == "paper" or "paper" not in self.raw["scales"] else \
             self._expand("paper", None, values, False)
         table = ratio_table(runs, paper)
@@ -246,9 +258,16 @@ class Suite:
         base = deep_merge(base, overrides or {})
         evals = [e for entry in (chosen.get("evals") or self.raw.get("evals") or [{"label": "eval"}])
                  for e in expand_matrix(entry)]
-        runs = []
+        base_model = (base.get("train") or {}).get("model")
+        runs, usage = [], {key: ([], []) for key in leaf_keys(overrides or {})}  # key -> (labels using, replacing)
         for entry in (chosen.get("runs") or self.raw["runs"]):
             for run in (r for item in expand_matrix(entry) for r in expand_seeds(item)):
+                label = str(run.get("label") or (run.get("compute") or {}).get("model")
+                            or (run.get("train") or {}).get("model") or base_model or run.get("checkpoint"))
+                for key, (using, replacing) in usage.items():
+                    if key.startswith("train."):  # measurements and given checkpoints train nothing
+                        (replacing if run.get("compute") or run.get("checkpoint") or has_key(run, key)
+                         else using).append(label)
                 train = _substitute(deep_merge(base.get("train") or {}, run.get("train") or {}), values, strict,
                                     self.name)
                 if chosen.get("size"):
@@ -267,6 +286,10 @@ class Suite:
                 for ev in evals:
                     if ev.get("only") and spec.label not in ev["only"] and run.get("label") not in ev["only"]:
                         continue
+                    for key, (using, replacing) in usage.items():
+                        if not key.startswith("train."):
+                            (replacing if has_key(run, key) or has_key(ev, key) else using).append(
+                                f"{spec.label} / {ev.get('label') or 'eval'}")
                     sample, metrics = (_substitute(deep_merge(deep_merge(base.get(k) or {}, run.get(k) or {}),
                                                               ev.get(k) or {}), values, strict, self.name)
                                        for k in ("sample", "metrics"))
@@ -274,6 +297,16 @@ class Suite:
                                                ev.get("series")))
                 runs.append(spec)
         resolve_relative(runs, base.get("train") or {}, f"suite {self.name!r} at scale {scale!r}")
+        for key, (using, replacing) in usage.items():
+            value = leaf_keys(overrides)[key]
+            what = "runs" if key.startswith("train.") else "evaluations"
+            if not using:
+                raise UserError(f"--set {key}={value}: no run uses it: " + (
+                    f"every one of the suite's {what} sets its own {key} ({', '.join(dict.fromkeys(replacing))}); "
+                    "change the suite file instead" if replacing else f"the suite has no {what}"))
+            if replacing:
+                log.warning("--set %s=%s applies to %d of the suite's %s; these set their own: %s", key, value,
+                            len(using), what, ", ".join(dict.fromkeys(replacing)))
         return runs
 
 
@@ -292,6 +325,47 @@ def expand_seeds(entry: dict) -> list[dict]:
         set_dotted(item, "train.seed", seed)
         out.append(item)
     return out
+
+
+def leaf_keys(tree: dict, prefix: str = "") -> dict:
+    """{"train.model_kwargs.depth": 4, ...}: the dotted key of every leaf of a nested mapping."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(leaf_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def has_key(tree: dict, dotted: str) -> bool:
+    """Whether a run or evaluation entry sets `dotted` (e.g. "train.model") itself."""
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def check_labels(runs: list[RunSpec], where: str) -> None:
+    """Runs share a label only as seeds of one setting; a run's evaluations have distinct labels. UserError naming
+    the duplicates otherwise."""
+    settings: dict[str, set] = {}
+    for run in runs:
+        train = {k: v for k, v in run.train.items() if k != "seed"}
+        settings.setdefault(run.label, set()).add(canonical_hash([train, run.compute, run.checkpoint,
+                                                                  [e.id for e in run.evals]]))
+    dupes = [label for label, kinds in settings.items() if len(kinds) > 1]
+    if dupes:
+        raise UserError(f"{where}: run label(s) {', '.join(map(repr, dupes))} name runs with different settings (only "
+                        "the seeds of one `seeds:` entry share a label); give each run its own label")
+    for run in runs:
+        labels = [e.label for e in run.evals]
+        dupes = list(dict.fromkeys(label for label in labels if labels.count(label) > 1))
+        if dupes:
+            raise UserError(f"{where}, run {run.label!r}: evaluation label(s) {', '.join(map(repr, dupes))} name more "
+                            "than one evaluation; make them unique (a matrix label names its key, e.g. 'J={budget}')")
 
 
 # ---------------------------------------------------------------- batch and steps relative to the scale or a run
@@ -499,7 +573,7 @@ def load_suite(name_or_path: str) -> Suite:
         path = suites_dir() / f"{name_or_path}.yaml"
         if not path.is_file():
             raise choices_error("suite", name_or_path, list_suites())
-    raw = parse_yaml(path.read_text(), f"suite file {str(path)!r}")
+    raw = parse_yaml(read_text(path, "suite file"), f"suite file {str(path)!r}")
     validate(raw, path)
     return Suite(raw["name"], raw.get("title", raw["name"]), raw, path)
 

@@ -10,7 +10,6 @@ trains one run on N processes.
 from __future__ import annotations
 
 import argparse
-import os
 
 from elit_bench.errors import UserError
 
@@ -68,10 +67,13 @@ def config_from_args(args) -> dict:
 
 
 def run(args) -> int:
+    from elit_bench import distributed
     from elit_bench.training.trainer import train
 
-    summary = train(config_from_args(args))
-    if summary["losses"] and os.environ.get("RANK", "0") == "0":
+    config = config_from_args(args)
+    with distributed.job() as job:  # under torchrun: the group lives as long as the command
+        summary = train(config)
+    if summary["losses"] and job.is_main:
         tail = summary["losses"][-10:]
         print(f"{summary['out']}: step {summary['step']}, loss {sum(tail) / len(tail):.4f} (last {len(tail)} steps), "
               f"{summary['steps_per_s']:.2f} steps/s")

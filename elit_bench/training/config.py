@@ -38,13 +38,34 @@ DEFAULTS = TrainSettings().model_dump()  # every key, with its default (elit_ben
 _DIGITS = {"resolution": DEFAULT_RESOLUTION, "batch": 64, "lr": 3e-4, "warmup": 100, "ema_decay": 0.999}
 DATA_DEFAULTS = {"digits": _DIGITS, "padded-digits": _DIGITS, "moving-digits": _DIGITS}
 
-# keys that may change when a run is continued: they do not change what is trained (raising `steps` continues it)
-RUN_CONTROL_KEYS = ("steps", "out", "ckpt_every", "snapshot_every", "log_every", "logger", "progress", "compile")
+# keys that may change when a run is continued: they do not change what is trained (raising `steps` continues it;
+# micro-batches and activation checkpointing change only float rounding)
+RUN_CONTROL_KEYS = ("steps", "out", "ckpt_every", "snapshot_every", "log_every", "logger", "progress", "compile",
+                    "micro_batch", "activation_checkpointing", "max_nonfinite_steps")
 
 
 # ---------------------------------------------------------------- reading user input
 class _Loader(yaml.SafeLoader):
-    """yaml.safe_load with YAML 1.2 numbers: 1e-4 is a float (1.1: a string), 1:16 a string (1.1: 76)."""
+    """yaml.safe_load with YAML 1.2 numbers: 1e-4 is a float (1.1: a string), 1:16 a string (1.1: 76), and a
+    bound on the document's size with its aliases expanded: the harness copies, merges and hashes configs as
+    trees, so a few lines of nested aliases (a "billion laughs") would take gigabytes; they are refused first."""
+
+    MAX_NODES = 100_000  # the largest suite file has under 600
+
+    def construct_document(self, node):
+        sizes: dict[int, int] = {}
+
+        def expanded(n) -> int:  # node count with every alias written out; shared nodes are counted once each
+            if id(n) not in sizes:
+                sizes[id(n)] = 0  # a node that contains itself counts as one
+                children = n.value if isinstance(n, yaml.SequenceNode) else \
+                    [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else []
+                sizes[id(n)] = min(1 + sum(expanded(c) for c in children), self.MAX_NODES + 1)
+            return sizes[id(n)]
+
+        if expanded(node) > self.MAX_NODES:
+            raise yaml.YAMLError(f"it expands to more than {self.MAX_NODES:,} values through aliases (an alias bomb?)")
+        return super().construct_document(node)
 
 
 _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
