@@ -37,11 +37,13 @@ def mmdit_point(spec: dict) -> dict:
 def latency_point(spec: dict) -> dict:
     """Fig. 9: forward wall time of a randomly initialised model on this machine, beside its FLOPs."""
     from elit_bench.bench import latency_sweep
+    from elit_bench.models.precision import DEFAULT_SAMPLE_PRECISION
 
+    # timed at the sampler's precision (`precision:` in the spec to choose another), recorded beside the time
     row, = latency_sweep(spec["model"], spec.get("resolution", 256), [spec.get("budget")], int(spec.get("batch", 8)),
                          int(spec.get("warmup", 2)), int(spec.get("repeats", 5)), spec.get("model_kwargs", {}),
-                         progress=False)
-    return {k: row[k] for k in ("forward_ms", "forward_gflops", "device", "batch")}
+                         progress=False, precision=spec.get("precision", DEFAULT_SAMPLE_PRECISION))
+    return {k: row[k] for k in ("forward_ms", "forward_gflops", "device", "batch", "precision")}
 
 
 KINDS = {"forward_flops": forward_flops_point, "mmdit_ratio": mmdit_point, "latency": latency_point}
