@@ -1,6 +1,6 @@
 """FLOPs: analytic counts per operation and measured counts through `torch.utils.flop_counter`.
 
-Conventions (REFERENCE section 1): 1 MAC = 2 FLOPs; "TF" is TFLOPs of one
+Conventions (docs/conventions.md#flops): 1 MAC = 2 FLOPs; "TF" is TFLOPs of one
 training iteration = forward FLOPs x 3 (forward + backward) x batch.
 The analytic count is each model's `macs()` (the twin of its forward); the
 measured count runs the forward under `FlopCounterMode`, with the SDPA CPU

@@ -37,9 +37,9 @@ SIZES = {
              "compile_warmup": 6, "latency_model": "ELIT-DiT-XL/2", "latency_batch": 64, "memory_model": "ELIT-DiT-XL/2",
              "memory_resolution": 512, "memory_batch": 48, "feature_images": 2048, "feature_size": 256,
              "feature_batch": 256, "dinov2_arch": "vit_large_patch14_dinov2", "smoke_sets": ["train.steps=300"], "kw": {}},
-    "tiny": {"models": ["DiT-S/2", "ELIT-DiT-S/2"], "resolution": 64, "batch": 4, "steps": 2, "warmup": 1,
+    "tiny": {"models": ["DiT-S/2", "ELIT-DiT-S/2"], "resolution": 128, "batch": 4, "steps": 2, "warmup": 1,
              "compile_warmup": 1, "latency_model": "ELIT-DiT-S/2", "latency_batch": 2, "memory_model": "ELIT-DiT-S/2",
-             "memory_resolution": 64, "memory_batch": 8, "feature_images": 4, "feature_size": 32, "feature_batch": 4, "dinov2_arch": "vit_small_patch14_dinov2",
+             "memory_resolution": 128, "memory_batch": 8, "feature_images": 4, "feature_size": 32, "feature_batch": 4, "dinov2_arch": "vit_small_patch14_dinov2",
              "smoke_sets": ["train.steps=10", "metrics.num_samples=32", "train.ckpt_every=10"],
              "kw": {"hidden_size": 64, "depth": 4, "num_heads": 2}},
 }

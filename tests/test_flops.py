@@ -174,7 +174,7 @@ def test_mmdit_table4_ratios():
     assert [r["tokens_pct"] for r in rows] == [100, 50, 25, 12.5]
     for row in rows:  # fitted: consistency of one guide keep with all four rows, within 1%
         assert abs(row["diff_pct"]) < 1.0, row
-    for a, b in zip(rows, rows[1:]):  # not fitted: within 3% (REFERENCE section 1's tolerance for reduced-token rows)
+    for a, b in zip(rows, rows[1:]):  # not fitted: within 3% (docs/conventions.md#flops: the tolerance for reduced-token rows)
         ours, paper = a["ratio"] - b["ratio"], a["ratio_paper"] - b["ratio_paper"]
         assert ours == pytest.approx(paper, rel=0.03), (a["tokens_pct"], b["tokens_pct"], ours, paper)
 

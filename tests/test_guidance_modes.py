@@ -143,7 +143,7 @@ def test_teacache_never_skips_a_guide_pass_that_did_not_run_before(elit):
 
 
 def reference_forward_macs(depth, blocks, d, N, G, J, patch_in, num_classes_plus_null=1001, freq=256):
-    """ELIT-DiT forward MACs per sample from REFERENCE section 1 and the DiT layers, written out independently.
+    """ELIT-DiT forward MACs per sample from docs/conventions.md#flops and the DiT layers, written out independently.
 
     Standard block on n tokens: 12 n d^2 + 2 n^2 d + 6 d^2 (adaLN). Read: (2K + 2N) d^2 + 2 J N d + 2 K d^2 + 6 d^2;
     Write: (2K + 2N) d^2 + 2 J N d + 2 N d^2, with K = G J. Plus the patch embedding (N patch_in d), the timestep
@@ -161,7 +161,7 @@ def reference_forward_macs(depth, blocks, d, N, G, J, patch_in, num_classes_plus
 
 
 def test_ccfg_saves_the_papers_third_at_the_smallest_guide_budget():
-    """Paper Sec. 4.3: CCFG "delivers the same ~33% inference speedup"; REFERENCE section 4: one full and one cheap
+    """Paper Sec. 4.3: CCFG "delivers the same ~33% inference speedup"; docs/conventions.md#guidance: one full and one cheap
     forward per step instead of two full ones. For ELIT-DiT-XL/2 at 256 px (N = 256, d = 1152, 4-20-4, G = 16, J = 16)
     the formulas give (F(16) + F(1)) / 2 F(16) = 0.668 at J_w = J/16; J_w = J/8 gives 0.690 and J/4 0.733.
     """

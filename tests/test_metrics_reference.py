@@ -53,7 +53,7 @@ def test_frechet_distance_is_zero_for_equal_statistics_and_rejects_mismatched_di
 # nothing about the metric math. These tests hold the math to the papers' definitions, written out here.
 def inception_score_by_definition(logits, splits=10, seed=2020):
     """Salimans et al.: exp(E_x KL(p(y|x) || p(y))) per split, mean and (population) std over splits; samples
-    shuffled by np.random.RandomState(seed).permutation first (the protocol's fixed shuffle, REFERENCE section 5)."""
+    shuffled by np.random.RandomState(seed).permutation first (the protocol's fixed shuffle, docs/conventions.md#metrics)."""
     logits = np.asarray(logits, dtype=np.float64)[np.random.RandomState(seed).permutation(len(logits))]
     n = len(logits)
     scores = []

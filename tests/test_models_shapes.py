@@ -18,7 +18,7 @@ def inputs(model, batch=2):
 def test_every_registered_model_keeps_shape_on_meta(name):
     with torch.device("meta"):
         model = create_model(name, resolution=256)
-    # FLUX autoencoder latents (16 channels, 8x down; REFERENCE section 3); the released SiT family reads SD-VAE's 4
+    # FLUX autoencoder latents (16 channels, 8x down; docs/conventions.md#training); the released SiT family reads SD-VAE's 4
     assert model.in_channels == (4 if "SiT-" in name else 16) and model.input_shape == (32, 32)
     x, t, y = inputs(model)
     assert model(x, t, y).shape == x.shape

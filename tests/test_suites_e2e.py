@@ -97,7 +97,7 @@ def test_compute_suites_run_and_draw_measured_axes(tmp_path, monkeypatch):
     assert (points[:, 1] > 0).all()  # measured milliseconds
 
     # Fig. 10: ELIT-DiT-XL/2 with 8x8-token groups (N / 64 groups, J = 64) at 256/512/1024 px, FLOPs relative to J = 64,
-    # against REFERENCE section 1's formulas written out independently
+    # against the formulas of docs/conventions.md#flops written out independently
     budgets = [4, 8, 16, 24, 32, 48, 64]
     assert set(lines["fig10-flops"]) == {"256", "512", "1024"}
     for res, points in lines["fig10-flops"].items():

@@ -1,4 +1,4 @@
-"""Guidance (REFERENCE section 4, paper Eq. 3) and the plan of model passes of a sampling run.
+"""Guidance (paper Sec. 3.4, Eq. 3; docs/conventions.md#guidance) and the plan of model passes of a sampling run.
 
 With G(x | y; J) the model at budget J (latents per group) and 0 the null
 label (`model.num_classes`):

@@ -1,4 +1,4 @@
-"""Rectified-flow training objective (REFERENCE section 3).
+"""Rectified-flow training objective (paper Sec. 3.1, Eq. 1; docs/conventions.md#training).
 
     X_t = (1 - t) X_0 + t X_1,   X_0 ~ N(0, I) noise,  X_1 data,  target v = X_1 - X_0
 

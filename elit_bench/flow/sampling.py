@@ -1,4 +1,4 @@
-"""ODE samplers for rectified flow: noise at t = 0 to data at t = 1 (REFERENCE section 4).
+"""ODE samplers for rectified flow: noise at t = 0 to data at t = 1 (docs/conventions.md#sampling).
 
 The model predicts the velocity v = dx/dt (data - noise). `time_grid` gives
 the N + 1 times of an N-step solve: uniform, optionally warped by a time

@@ -1,4 +1,4 @@
-"""TeaCache with the timestep-embedding criterion (REFERENCE section 4, paper App. E).
+"""TeaCache with the timestep-embedding criterion (paper App. A, Fig. 8; docs/conventions.md#sampling).
 
 Every evaluation of the model runs `embed -> trunk -> unembed`. TeaCache may
 skip the trunk (all transformer blocks) and add the trunk residual

@@ -23,7 +23,7 @@ from elit_bench.models.elit import ELIT
 ENTRY_POINT_GROUP = "elit_bench.models"
 LATENT_DOWNSAMPLE = 8  # the FLUX / SD autoencoders: 8x down
 
-# size -> (depth, width, heads), REFERENCE section 2
+# size -> (depth, width, heads), DiT's sizes (docs/conventions.md#architecture)
 SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 BACKBONES = {"DiT": DiT, "UViT": UViT, "HDiT": HDiT, "MultiPatch-DiT": MultiPatchDiT, "SiT": SiT}
 PATCHES = {"1": 1, "2": 2, "4": 4, "8": 8, "2x4": (2, 4)}

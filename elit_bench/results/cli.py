@@ -14,7 +14,7 @@ def register(sub) -> None:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("suite")
         p.add_argument("--out", default="runs", help="where the suite's runs live")
-        p.add_argument("--scale", help="only records of this scale")
+        p.add_argument("--scale", help="the records of this scale (default: the cheapest scale that has records)")
         p.add_argument("--dest", help="output folder (default OUT/<suite>/<scale>/report)")
         p.set_defaults(func=cmd_table if name == "table" else cmd_plot)
     p = sub.add_parser("leaderboard", help="rank every entry measured under a board's protocol (Markdown + HTML)")
@@ -28,19 +28,24 @@ def _frame(args):
     from elit_bench.checkpoint import check_output
     from elit_bench.results.records import load_records
     from elit_bench.results.report import suite_frame
+    from elit_bench.suites.cli import default_scale
     from elit_bench.suites.spec import load_suite
 
     suite = load_suite(args.suite)
-    check_output(_dest(args, suite), "--dest")
-    frame = suite_frame(suite, load_records(args.out, suite.name, args.scale))
-    if frame.empty:
+    records = load_records(args.out, suite.name, args.scale)
+    if args.scale is None:  # one scale per table: never rows of two scales side by side
+        args.scale = default_scale(suite, "showing", {r["scale"] for r in records})
+        records = [r for r in records if r["scale"] == args.scale]
+    frame = suite_frame(suite, records) if records else None
+    if frame is None or frame.empty:
         raise UserError(f"no records for suite {suite.name!r} under {str(args.out)!r}"
                         + (f" at scale {args.scale!r}" if args.scale else "") + f": run `elit-bench run {args.suite}` first")
+    check_output(_dest(args, suite), "--dest")
     return suite, frame
 
 
 def _dest(args, suite) -> Path:
-    return Path(args.dest) if args.dest else Path(args.out) / suite.name / (args.scale or "all") / "report"
+    return Path(args.dest) if args.dest else Path(args.out) / suite.name / args.scale / "report"
 
 
 def cmd_table(args) -> int:

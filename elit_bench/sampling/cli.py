@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--shift", type=float, default=1.0,
                    help="time shift of the uniform grid (1 = uniform; >1 = more steps near the noise)")
     p.add_argument("--guidance", default="none", metavar="{" + ",".join(MODES) + "}",
-                   help="cfg: G(x|0;J) guides; ag: G(x|c;J_w); ccfg: G(x|0;J_w) (REFERENCE Eq. 3)")
+                   help="cfg: G(x|0;J) guides; ag: G(x|c;J_w); ccfg: G(x|0;J_w) (paper Eq. 3)")
     p.add_argument("--scale", type=float, default=0.0,
                    help="guidance scale l of Eq. 3, v = (l+1) main - l guide; the common w is l + 1")
     p.add_argument("--budget", type=int, help="latents per group J of the main pass (ELIT; default all)")

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from elit_bench.errors import UserError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_OUT = "runs"
+# scales, cheapest first: what a command without --scale picks. `cpu` (claims) is sized to separate
+# effects, so it costs more than a `smoke` test; no suite has both today.
+CHEAPEST_FIRST = ("smoke", "cpu", "proxy", "paper")
 
 
 def register(sub) -> None:
@@ -53,7 +59,8 @@ def register(sub) -> None:
 
 def _suite_args(p) -> None:
     p.add_argument("suite", help="suite name (elit-bench suites) or a YAML path")
-    p.add_argument("--scale", default=None, help="paper | proxy | smoke | cpu (default: the suite's first)")
+    p.add_argument("--scale", default=None,
+                   help="paper | proxy | smoke | cpu (default: the cheapest the suite has: smoke, cpu, proxy, paper)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output root (default: {DEFAULT_OUT}/)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. train.steps=200, sample.batch=16, var.IMAGENET256=/data/in256 (repeatable)")
@@ -102,13 +109,28 @@ def parse_sets(items: list[str]) -> tuple[dict, dict]:
     return overrides, variables
 
 
-def expand(args, strict: bool = True):
+def expand(args, strict: bool = True, doing: str = "running"):
     from elit_bench.suites.spec import load_suite
 
     suite = load_suite(args.suite)
-    scale = args.scale or next(iter(suite.raw["scales"]))
+    scale = args.scale or default_scale(suite, doing)
     overrides, variables = parse_sets(args.sets)
     return suite, scale, suite.runs(scale, overrides, variables, strict_variables=strict)
+
+
+def default_scale(suite, doing: str, among=None) -> str | None:
+    """The cheapest scale of `suite` (of those in `among`, when given; None if none is), said in one line.
+
+    doing: the verb of the line ("running", "showing")."""
+    scales = [s for s in CHEAPEST_FIRST if s in suite.raw["scales"] and (among is None or s in among)]
+    if not scales:
+        return None
+    scale = scales[0]
+    hint = ("--scale paper for the paper's settings" if scale != "paper" and "paper" in suite.raw["scales"] else
+            f"its scales: {', '.join(suite.raw['scales'])}")
+    log.info("no --scale given: %s the cheapest scale of %s%s, %r; %s", doing, suite.name,
+             " with records" if among is not None else "", scale, hint)
+    return scale
 
 
 def cmd_suites(args) -> int:
@@ -244,7 +266,7 @@ def cmd_status(args) -> int:
     from elit_bench.results.records import read_record
     from elit_bench.suites.runner import RECORDS, is_done, run_dir
 
-    suite, scale, runs = expand(args, strict=False)
+    suite, scale, runs = expand(args, strict=False, doing="showing")
     for run in runs:
         rdir = run_dir(args.out, run)
         records = len([read_record(p) for p in sorted((rdir / RECORDS).glob("*.json"))])
