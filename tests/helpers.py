@@ -19,3 +19,45 @@ def randomize(model, std: float = 0.05, seed: int = 0):
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * std)
     return model
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for a gloo rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_rank(rank: int, world: int, port: int, config: dict) -> dict:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from elit_bench import distributed
+    from elit_bench.training import train
+
+    with distributed.job():
+        return train(config)
+
+
+def _train_rank_to_file(rank: int, world: int, port: int, config: dict, out_dir: str) -> None:
+    import json
+    import os
+
+    summary = _train_rank(rank, world, port, config)
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(summary, f)
+
+
+def train_ddp(config: dict, out_dir, world: int = 2) -> list[dict]:
+    """`train(config)` in `world` gloo processes (one job each) -> every rank's training summary."""
+    import json
+    from pathlib import Path
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_train_rank_to_file, args=(world, free_port(), config, str(out_dir)), nprocs=world, join=True)
+    return [json.loads((Path(out_dir) / f"rank{r}.json").read_text()) for r in range(world)]

@@ -123,7 +123,7 @@ def test_plot_draws_intervals_seeds_and_the_floor(tmp_path):
 
 def test_ensure_grid_draws_a_missing_grid_from_the_samples(tmp_path):
     assert ensure_grid(tmp_path) is None  # no samples, no grid
-    write_npz(tmp_path / "samples.npz", arr_0=np.full((3, 8, 8, 3), 200, dtype=np.uint8), arr_1=np.zeros(3))
+    write_npz(tmp_path / "samples.npz", arr_0=np.full((3, 8, 8, 3), 200, dtype=np.uint8), arr_1=np.zeros(3, dtype=np.int64))
     from PIL import Image
 
     with Image.open(ensure_grid(tmp_path)) as image:

@@ -2,16 +2,15 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from elit_bench.checkpoint import load_checkpoint
 from elit_bench.training import train
+from helpers import train_ddp
 
 # tiny ELIT, multi-budget with random dropping and class dropout: every per-iteration draw is exercised
 CONFIG = {"model": "ELIT-DiT-S/2", "data": "digits", "resolution": 8, "batch": 8, "steps": 5, "multi_budget": True,
@@ -19,27 +18,9 @@ CONFIG = {"model": "ELIT-DiT-S/2", "data": "digits", "resolution": 8, "batch": 8
           "lr": 1e-3, "warmup": 1, "ema_decay": 0.9, "log_every": 1, "progress": False}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, config: dict, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
-    torch.set_num_threads(1)
-    summary = train(config)
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump(summary, f)
-
-
-
 def test_two_processes_follow_the_single_process_run(tmp_path):
     single = train({**CONFIG, "out": str(tmp_path / "single")})
-    config = {**CONFIG, "out": str(tmp_path / "ddp")}
-    mp.spawn(_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = train_ddp({**CONFIG, "out": str(tmp_path / "ddp")}, tmp_path)
 
     # the budget (and batch) drawn each iteration: identical on both ranks and equal to one process's draws
     assert ranks[0]["budgets"] == ranks[1]["budgets"] == single["budgets"]

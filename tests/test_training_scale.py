@@ -1,13 +1,10 @@
 """Training at scale: gradient accumulation, activation checkpointing, non-finite steps and divergence, and the
 memory plan (micro-batch and checkpointing that fit a GPU) the dry run prints and `micro_batch: auto` uses."""
 
-import json
-import os
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import elit_bench.training.memory as memory
 import elit_bench.training.trainer as trainer_module
@@ -20,7 +17,7 @@ from elit_bench.training import train
 from elit_bench.training.config import resolve_config
 from elit_bench.training.memory import Activations, plan_memory
 from elit_bench.training.trainer import Trainer
-from helpers import randomize
+from helpers import randomize, train_ddp
 
 TINY = {"hidden_size": 32, "depth": 3, "num_heads": 2}
 # multi-budget ELIT with random dropping and class dropout: every per-iteration draw is exercised
@@ -62,34 +59,13 @@ def test_uneven_micro_batches_weight_each_chunk_by_its_size(tmp_path):
         torch.testing.assert_close(weights_b[key], weights_a[key], rtol=1e-5, atol=1e-6)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, config: dict, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
-    torch.set_num_threads(1)
-    from elit_bench import distributed
-
-    with distributed.job():
-        summary = train(config)
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump(summary, f)
-
-
 def test_two_processes_with_micro_batches_follow_one_process(tmp_path):
     # DDP with no_sync on all chunks but the last: 2 ranks x 2 chunks of 2 equal one process with the whole batch
     config = {**ELIT_MB, "data": "digits", "resolution": 8, "batch": 8, "steps": 3, "lr": 1e-3, "warmup": 1,
               "log_every": 1, "progress": False}
     train({**config, "out": str(tmp_path / "single")})
-    mp.spawn(_worker, args=(2, _free_port(), {**config, "micro_batch": 2, "out": str(tmp_path / "ddp")},
-                            str(tmp_path)), nprocs=2, join=True)
-    assert json.loads((tmp_path / "rank0.json").read_text())["micro_batch"] == 2
+    ranks = train_ddp({**config, "micro_batch": 2, "out": str(tmp_path / "ddp")}, tmp_path)
+    assert ranks[0]["micro_batch"] == 2
     a = load_checkpoint(tmp_path / "single/checkpoints/last.pt")
     b = load_checkpoint(tmp_path / "ddp/checkpoints/last.pt")
     for key in a["model"]:

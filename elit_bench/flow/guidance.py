@@ -58,6 +58,10 @@ class Guidance:
             raise choices_error("guidance mode", self.mode, MODES)
         if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale >= 0):
             raise UserError(f"guidance scale {self.scale!r} must be a number >= 0 (l in Eq. 3; w = l + 1)")
+        if self.mode == "none" and (self.scale or self.interval is not None):
+            # otherwise ignored, yet recorded (scale l, w = l + 1) as if it had guided the samples
+            raise UserError(f"guidance scale {self.scale!r} / interval {self.interval!r} given without guidance: "
+                            "choose cfg, ag or ccfg, or drop them")
         if self.interval is not None:
             lo, hi = self.interval
             if not 0.0 <= lo <= hi <= 1.0:

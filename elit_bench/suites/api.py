@@ -19,20 +19,20 @@ from elit_bench.suites.cli import DEFAULT_OUT
 
 def run_suite(name: str, scale: str | None = None, overrides: Sequence[str] = (), out=DEFAULT_OUT,
               launcher: str = "local", progress: bool = True, **launcher_options) -> pd.DataFrame:
-    """Run (or resume) suite `name` at `scale` like `elit-bench run`, then return its records.
+    """Run (or resume) suite `name` at `scale` (default: its cheapest) like `elit-bench run`; its records.
 
     overrides: `--set` items ("train.steps=200", "var.IMAGENET256=/data/in256"); launcher and
     launcher_options as in `make_launcher` (e.g. launcher="slurm", gpus=8, partition="gpu"). Bad input
     raises `UserError` before anything runs, so does another run writing into OUT/<suite>/<scale> (`suites.lock`); failed runs raise RuntimeError after the others finished.
     """
-    from elit_bench.suites.cli import parse_sets
+    from elit_bench.suites.cli import default_scale, parse_sets
     from elit_bench.suites.launchers import make_launcher
     from elit_bench.suites.lock import run_lock
     from elit_bench.suites.runner import run_all
     from elit_bench.suites.spec import load_suite
 
     suite = load_suite(name)
-    scale = scale or next(iter(suite.raw["scales"]))
+    scale = scale or default_scale(suite, "running")
     sets, variables = parse_sets(list(overrides))
     runs = suite.runs(scale, sets, variables)
     with run_lock(Path(out) / suite.name / scale, launcher, launcher_options.get("nodes", 1),
