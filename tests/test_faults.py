@@ -535,3 +535,19 @@ def test_a_list_valued_config_yaml_is_one_line(done, tmp_path, caplog):
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("FAILED")]
     assert len(failed) == 1 and "config.yaml is not a mapping of config keys" in failed[0], failed
     assert "Traceback" not in caplog.text
+
+
+def test_a_non_utf8_train_config_names_its_file(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(b"model: DiT-S/2\nlr: \xff\n")
+    assert cli(["train", str(config)]) == 2
+    one_line_error(capsys, "bad.yaml", "not UTF-8")
+
+
+def test_model_overrides_the_layers_cannot_build_are_one_line(capsys):
+    # catches: a ValueError traceback from the attention layer for a width the heads do not divide
+    assert cli(["flops", "DiT-S/2", "--resolution", "32", "--set", "hidden_size=64"]) == 2
+    one_line_error(capsys, "width 64 is not divisible by 6 heads")
+    # and YAML 1.2 numbers there as in every --set (YAML 1.1 read 1e-4 as a string)
+    assert cli(["flops", "DiT-S/2", "--resolution", "32", "--set", "hidden_size=1e-4"]) == 2
+    one_line_error(capsys, "float")  # read as the number 0.0001, not the string "1e-4"

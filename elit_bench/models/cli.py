@@ -42,18 +42,10 @@ def cmd_models(args) -> int:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    import yaml
+    """KEY=VALUE create_model overrides, values read as YAML 1.2 (`1e-4` a number), as every --set is."""
+    from elit_bench.training.config import apply_overrides
 
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"override {item!r} must look like KEY=VALUE")
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise UserError(f"override {item!r}: the value is not valid YAML ({exc.problem})") from exc
-    return out
+    return apply_overrides({}, items)
 
 
 def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch: int = 256,

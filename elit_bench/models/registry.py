@@ -103,7 +103,7 @@ def create_model(name: str, resolution: int = 256, **overrides) -> nn.Module:
         raise UserError(f"input_size {sizes!r} must be positive integers (latent tokens per axis before patching)")
     try:
         model = factory(**overrides)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # an unknown keyword, or a value the layers cannot build
         raise UserError(f"bad argument for model {name!r}: {exc}") from exc
     model.name = name
     return model

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from elit_bench.checkpoint import read_text
 from elit_bench.data import describe_data, model_input_kwargs
 from elit_bench.data.digits import DEFAULT_RESOLUTION
 from elit_bench.errors import UserError
@@ -93,7 +94,7 @@ def load_yaml(path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist")
-    config = parse_yaml(path.read_text(), f"config file {str(path)!r}") or {}
+    config = parse_yaml(read_text(path, "config file"), f"config file {str(path)!r}") or {}
     if not isinstance(config, dict):
         raise UserError(f"config file {str(path)!r} must hold a mapping of keys to values")
     return config
