@@ -39,8 +39,15 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (what was wrong, and where the help is), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="elit-bench",
         description="Benchmark harness for elastic diffusion transformers (ELIT) and matched baselines.",
     )

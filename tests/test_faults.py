@@ -551,3 +551,11 @@ def test_model_overrides_the_layers_cannot_build_are_one_line(capsys):
     # and YAML 1.2 numbers there as in every --set (YAML 1.1 read 1e-4 as a string)
     assert cli(["flops", "DiT-S/2", "--resolution", "32", "--set", "hidden_size=1e-4"]) == 2
     one_line_error(capsys, "float")  # read as the number 0.0001, not the string "1e-4"
+
+
+def test_a_usage_error_is_one_line(capsys):
+    # catches: argparse's usage block above its error line
+    with pytest.raises(SystemExit) as exit_:
+        cli(["flops", "DiT-S/2", "--batch", "x"])
+    assert exit_.value.code == 2
+    one_line_error(capsys, "invalid int value: 'x'", "--help")
