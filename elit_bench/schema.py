@@ -153,6 +153,12 @@ class EvaluatorOptions(_Strict):
     # the bootstrap behind Frechet intervals (metrics.intervals); None: its defaults
     bootstrap_replicates: Annotated[int, Field(ge=2)] | None = None
     interval_seed: int | None = None
+    # suite runs only: also keep Inception / DINOv2 / I3D features beside the record (digits ones always are)
+    keep_features: bool = False
+
+    def evaluator_kwargs(self) -> dict:
+        """The options `metrics.Evaluator` takes (unset ones left to its defaults)."""
+        return self.model_dump(exclude_none=True, exclude={"keep_features"})
 
 
 class MetricsSettings(_Strict):

@@ -297,6 +297,7 @@ def _expected_verdict(test, records):
     b = records[(test["b"]["run"], test["b"]["eval"])]
     metric = test["metric"]
     sign = 1 if metric == "digits_acc" else -1
+    metric += "_debiased" if metric + "_debiased" in a["metrics"] else ""  # Frechet: the debiased estimate
     effect = sign * (a["metrics"][metric] - b["metrics"][metric])
     ia, ib = a["intervals"][metric], b["intervals"][metric]
     if "replicates" in ia and "replicates" in ib:

@@ -44,8 +44,8 @@ def test_real_data_floor_scores_without_warnings(num):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # scipy's "Matrix is singular" among them
         result = compute_metrics(real_digits(16, num), reference, "digits_fd,digits_acc", use_cache=False)
-    fd, acc = result["intervals"]["digits_fd"], result["intervals"]["digits_acc"]
-    assert fd["method"] == "bootstrap-basic" and fd["low"] <= fd["high"]
+    fd, acc = result["intervals"]["digits_fd_debiased"], result["intervals"]["digits_acc"]
+    assert fd["method"] == "bootstrap-both-sides" and fd["low"] <= result["digits_fd_debiased"] <= fd["high"]
     assert acc["method"] == "wilson" and acc["low"] <= result["digits_acc"] <= acc["high"]
     assert result["digits_acc"] >= 0.97
     assert result["provenance"]["fake"]["num_samples"] == num

@@ -100,10 +100,11 @@ def test_compare_reports_records_present_on_one_side_only(done, tmp_path, capsys
     shutil.rmtree(run_dir(b))  # a rerun that lost a whole run: only the real-data floor is left
     assert cli(["compare", str(a), str(b)]) == 1
     text = capsys.readouterr().out
-    assert "only in A (1 number(s) B lacks)" in text and "1 only in A" in text and "| D " in text
+    # run D's one Frechet metric: its value at N and its debiased estimate
+    assert "only in A (2 number(s) B lacks)" in text and "2 only in A" in text and "| D " in text
     assert cli(["compare", str(a), str(b), "--allow-subset"]) == 0
     assert cli(["compare", str(b), str(a), "--allow-subset"]) == 1  # B holding more than A is never a subset
-    assert "1 only in B" in capsys.readouterr().out
+    assert "2 only in B" in capsys.readouterr().out
 
 
 def test_compare_refuses_two_different_suites(done, tmp_path, capsys):

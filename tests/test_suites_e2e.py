@@ -47,7 +47,7 @@ def test_sigkill_mid_suite_then_same_command_completes(tmp_path):
     records = sorted(p for p in root.glob("*/records/*.json") if p.parts[-3] != "real-data")
     assert len(records) == 2 + 6  # DiT: J=all, CFG; ELIT-MB: J=1..4, CFG, CCFG
     floor = json.loads((root / "real-data" / "records" / "digits-16px-n16.json").read_text())
-    assert floor["run_label"] == "real data" and set(floor["intervals"]) == {"digits_fd", "digits_acc"}
+    assert floor["run_label"] == "real data" and set(floor["intervals"]) == {"digits_fd_debiased", "digits_acc"}
     for path in records:
         record = json.loads(path.read_text())
         assert {"digits_fd", "digits_acc"} <= set(record["metrics"])

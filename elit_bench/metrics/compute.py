@@ -9,12 +9,17 @@ class accuracy need per-sample features. Features are extracted once per
 (source, extractor), sharded over ranks under ``torch.distributed``, and cached
 on disk by content hash, extractor identity and preprocessing. Every metric
 gets a 95% interval (`metrics.intervals`; docs/intervals.md) under
-``intervals``, beside its value.
+``intervals``, beside its value. A Frechet metric NAME is the plug-in value at
+N (the protocol's number, biased upward); NAME_debiased is the estimate of the
+population distance whose interval is stored.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,16 +53,19 @@ class MetricSpec:
     stats_suffix: str | None = None  # frechet metrics: suffix of mu/sigma in statistics files
 
 
+DEBIASED = "_debiased"  # suffix of a Frechet metric's debiased estimate (its interval is under the same key)
 INCEPTION, DINOV2, I3D, DIGITS = "inception-v3-tf", "dinov2-vitl14", "i3d-stylegan-v", "digits-cnn"
 METRICS: dict[str, MetricSpec] = {
-    "fid": MetricSpec(INCEPTION, "pool", "frechet", ("fid",), ""),
-    "sfid": MetricSpec(INCEPTION, "spatial", "frechet", ("sfid",), "_s"),
-    "fdd": MetricSpec(DINOV2, "cls", "frechet", ("fdd",), "_dinov2"),
-    "fvd": MetricSpec(I3D, "features", "frechet", ("fvd",), "_i3d"),
-    "digits_fd": MetricSpec(DIGITS, "penultimate", "frechet", ("digits_fd",), "_digits"),
+    # Frechet metrics: the value at N, then the debiased estimate (where the generated side has samples)
+    "fid": MetricSpec(INCEPTION, "pool", "frechet", ("fid", "fid" + DEBIASED), ""),
+    "sfid": MetricSpec(INCEPTION, "spatial", "frechet", ("sfid", "sfid" + DEBIASED), "_s"),
+    "fdd": MetricSpec(DINOV2, "cls", "frechet", ("fdd", "fdd" + DEBIASED), "_dinov2"),
+    "fvd": MetricSpec(I3D, "features", "frechet", ("fvd", "fvd" + DEBIASED), "_i3d"),
+    "digits_fd": MetricSpec(DIGITS, "penultimate", "frechet", ("digits_fd", "digits_fd" + DEBIASED), "_digits"),
     "is": MetricSpec(INCEPTION, "logits_unbiased", "is", ("is_mean", "is_std")),
     "pr": MetricSpec(INCEPTION, "pool", "pr", ("precision", "recall")),
     "kid": MetricSpec(INCEPTION, "pool", "kid", ("kid_mean", "kid_std")),
+    "digits_kid": MetricSpec(DIGITS, "penultimate", "kid", ("digits_kid", "digits_kid_std")),
     "digits_acc": MetricSpec(DIGITS, "logits", "accuracy", ("digits_acc",)),
 }
 
@@ -200,6 +208,24 @@ class Evaluator:
         for extractor, features in wanted.items():
             self.features(source, extractor, tuple(dict.fromkeys(features)))
 
+    def frechet_reference(self, real: Source, metric: str) -> FeatureStats | np.ndarray:
+        """What a Frechet metric's bootstrap resamples on the reference side: its per-sample features, or its
+        stored statistics (held fixed) where the source has them (ADM reference batches)."""
+        spec = METRICS[metric]
+        stats, _, origin = self.statistics(real, metric)
+        return stats if origin == "stored" else self.features(real, spec.extractor, (spec.feature,))[spec.feature]
+
+    def kept_features(self, source: Source, metrics: list[str], all_extractors: bool = False) -> dict[str, np.ndarray]:
+        """{metric: float32 (N, D)} per-sample features of `source` behind its Frechet metrics: digits ones always,
+        the others (Inception, DINOv2, I3D) with `all_extractors` (they are large). Only features already extracted."""
+        out = {}
+        for name in parse_metrics(metrics):
+            spec = METRICS[name]
+            key = (source.samples, self.extractor(spec.extractor).name, spec.feature) if source.samples is not None else None
+            if spec.kind == "frechet" and (spec.extractor == DIGITS or all_extractors) and key in self._features:
+                out[name] = self._features[key].astype(np.float32)
+        return out
+
     def frechet(self, fake: Source, real: Source, metric: str) -> tuple[float, dict]:
         """(Frechet distance, description of the reference statistics) for one Frechet metric."""
         (a, weights_a, _), (b, weights_b, origin) = self.statistics(fake, metric), self.statistics(real, metric)
@@ -231,11 +257,15 @@ class Evaluator:
         for name in names:
             spec = METRICS[name]
             if spec.kind == "frechet":
-                results[name], reference[name] = self.frechet(fake, real, name)
-                if fake.samples is not None:  # a side given only as statistics cannot be resampled
+                # the protocol's plug-in value at N, and (when the generated side has samples to resample) the
+                # debiased estimate of the population distance with its interval, under NAME_debiased
+                at_n, debiased_key = spec.keys
+                results[at_n], reference[name] = self.frechet(fake, real, name)
+                if fake.samples is not None:
                     fake_features = self.features(fake, spec.extractor, (spec.feature,))[spec.feature]
-                    bounds[name] = intervals.frechet_bootstrap(
-                        fake_features, self.statistics(real, name)[0], device=self.device, **self.bootstrap)
+                    debiased = intervals.frechet_bootstrap(fake_features, self.frechet_reference(real, name),
+                                                           device=self.device, **self.bootstrap)
+                    results[debiased_key], bounds[debiased_key] = debiased["estimate"], debiased
                 continue
             fake_features = self.features(fake, spec.extractor, (spec.feature,))[spec.feature]
             if spec.kind == "is":
@@ -253,7 +283,8 @@ class Evaluator:
             elif spec.kind == "kid":
                 real_features = self.features(real, spec.extractor, (spec.feature,))[spec.feature]
                 results.update(zip(spec.keys, kernel_inception_distance(fake_features, real_features)))
-                bounds["kid_mean"] = intervals.normal_interval(results["kid_mean"], results["kid_std"], "normal-subset-sd")
+                mean, std = (results[k] for k in spec.keys)
+                bounds[spec.keys[0]] = intervals.normal_interval(mean, std, "normal-subset-sd")
                 reference[name] = {"content_sha256": self.content_sha256(real.samples), "num_samples": len(real_features)}
             else:  # accuracy of a classifier against the labels stored with the samples
                 results[name], bounds[name] = self.accuracy(fake, name, fake_features)
@@ -319,6 +350,41 @@ class Evaluator:
         return meta
 
 
+FEATURES_SUFFIX = ".features.npy"
+
+
+def write_features(evaluator: Evaluator, fake: Source, real: Source | None, metrics: list[str], record_path: Path,
+                   shared_dir: Path, all_extractors: bool = False) -> dict:
+    """Write the per-sample features behind a record's Frechet metrics beside it; returns the record's `features`.
+
+    Generated side: RECORD_DIR/<record stem>.<metric>.features.npy (float32 (N, D)); the reference's (when it
+    has samples) once under SHARED_DIR/features/, named by the evaluator's cache key (content hash and extractor
+    identity), so every record of a suite points at one file. Both are written atomically (on rank 0) and
+    named in the record with their SHA-256, so a record's numbers can be recomputed and checked from them
+    (`Evaluator.kept_features` says which features are kept).
+    """
+    from elit_bench.checkpoint import atomic_save
+
+    def save(path: Path, array: np.ndarray) -> dict:
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        data = buffer.getvalue()  # hashed here, so every rank can name the file rank 0 writes
+        if rank_and_world()[0] == 0:  # the shared reference file too: the same bytes, and a damaged one is mended
+            atomic_save(path, lambda f: f.write(data))
+        return {"file": Path(os.path.relpath(path, record_path.parent)).as_posix(),
+                "sha256": hashlib.sha256(data).hexdigest(), "shape": list(array.shape)}
+
+    out = {}
+    references = evaluator.kept_features(real, metrics, all_extractors) if real is not None else {}
+    for name, array in evaluator.kept_features(fake, metrics, all_extractors).items():
+        out[name] = save(record_path.with_name(f"{record_path.stem}.{name}{FEATURES_SUFFIX}"), array)
+        if name in references:
+            spec = METRICS[name]
+            key = FeatureCache.key(evaluator.content_sha256(real.samples), evaluator.extractor(spec.extractor).identity())
+            out[name]["reference"] = save(shared_dir / "features" / f"{key}.{spec.feature}.npy", references[name])
+    return out
+
+
 def compute_metrics(fake, real=None, metrics=("fid",), **evaluator_options) -> dict:
     """Metrics of `fake` against `real`.
 
@@ -328,8 +394,8 @@ def compute_metrics(fake, real=None, metrics=("fid",), **evaluator_options) -> d
     None for IS and digits accuracy. metrics: names from `METRICS` ("fid,is" or
     a list). evaluator_options: see `Evaluator`.
 
-    Returns {"fid": ..., "is_mean": ..., "is_std": ..., "precision": ..., ...,
-    "intervals": {"fid": {"low", "high", "level", "method", ...}, ...}, "provenance": {...}};
+    Returns {"fid": ..., "fid_debiased": ..., "is_mean": ..., "is_std": ..., "precision": ..., ...,
+    "intervals": {"fid_debiased": {"estimate", "low", "high", "level", "method", ...}, ...}, "provenance": {...}};
     provenance records the sources (sample counts,
     content hashes), extractor identities (weights sha256, preprocessing) and,
     per metric, the reference statistics used (sha256, stored or computed).

@@ -19,8 +19,8 @@ import numpy as np
 
 from elit_bench import distributed
 from elit_bench.errors import UserError
-from elit_bench.metrics.compute import compute_metrics
-from elit_bench.metrics.sources import ArraySamples
+from elit_bench.metrics.compute import Evaluator, parse_metrics, write_features
+from elit_bench.metrics.sources import ArraySamples, open_source
 from elit_bench.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -50,28 +50,35 @@ def floor_path(scale_dir: Path, resolution: int, num: int, video: bool) -> Path:
     return Path(scale_dir) / REAL_DATA_RUN / "records" / f"{kind}-{resolution}px-n{num}.json"
 
 
-def real_data_record(eval_record: dict, names: list[str], samples: ArraySamples) -> dict:
+def real_data_record(eval_record: dict, names: list[str], samples: ArraySamples, path: Path) -> dict:
     """The floor (metrics `names` of the real `samples`) that goes with a suite's evaluation record.
 
     Takes the reference and metric options from the record's provenance, so the floor is scored
-    against the very same reference file with the very same settings.
+    against the very same reference file with the very same settings. Its features go beside PATH,
+    where the record will be written (`compute.write_features`).
     """
     from elit_bench.schema import MetricsSettings
 
     spec = MetricsSettings(**eval_record["provenance"]["eval"]["metrics"])
-    options = spec.options.model_dump(exclude_none=True) if spec.options else {}
+    options = spec.options.evaluator_kwargs() if spec.options else {}
     data = eval_record["provenance"]["train_config"]["data"]
     num = eval_record["num_samples"]
     reference = eval_record["provenance"]["metrics"]["real"]["source"]
-    scores = compute_metrics(samples, reference, names, **options)
+    evaluator = Evaluator(**options)
+    fake, real = open_source(samples, "fake"), open_source(reference, "real")
+    scores = evaluator.compute(fake, real, parse_metrics(names))
     score_provenance = scores.pop("provenance")
+    # the scale folder's parent is the output folder, which holds the shared reference features
+    features = write_features(evaluator, fake, real, names, path, path.parents[4] / "_shared",
+                              bool(spec.options and spec.options.keep_features))
     video = data["name"] == "moving-digits"
     return {
         "suite": eval_record["suite"], "scale": eval_record["scale"], "run_id": REAL_DATA_RUN,
         "run_label": REAL_DATA_LABEL, "paper_row": None, "paper_setting": None,
         "eval_id": floor_path(".", data["resolution"], num, video).stem,
         "eval_label": f"{num} {'clips' if video else 'digits'}, {data['resolution']} px", "paper_guidance": "", "series": REAL_DATA_LABEL, "model": REAL_DATA_LABEL,
-        "train_step": None, "intervals": scores.pop("intervals"), "metrics": scores, "num_samples": num,
+        "train_step": None, "intervals": scores.pop("intervals"), "metrics": scores, "features": features,
+        "num_samples": num,
         "sample": {}, "flops": {}, "data": {"name": data["name"], "resolution": data["resolution"]},
         "provenance": {**provenance(), "metrics": score_provenance, "metric_names": names,
                        "real_data": {"split": "train", "subset_seed": SUBSET_SEED, "of": len(samples.array)}},
@@ -110,7 +117,7 @@ def write_real_data_record(scale_dir, eval_record: dict) -> Path | None:
     except UserError as exc:  # the suite's own records stand without their floor
         log.warning("no real-data record: %s", exc)
         return None
-    record = real_data_record(eval_record, names, samples)
+    record = real_data_record(eval_record, names, samples, path)
     if job.is_main:
         save_grid(path.parents[1] / "evals" / record["eval_id"] / GRID, samples.array)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))

@@ -22,14 +22,14 @@ from elit_bench.metrics.stats import FeatureStats
 
 
 def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a symmetric positive semi-definite matrix (negative round-off clipped)."""
-    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    """Symmetric square root of symmetric positive semi-definite matrices (..., D, D) (negative round-off clipped)."""
+    values, vectors = torch.linalg.eigh((matrix + matrix.mT) / 2)
+    return (vectors * values.clamp(min=0).sqrt()[..., None, :]) @ vectors.mT
 
 
 def trace_sqrt_product(root1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
-    """Tr sqrtm(sigma1 sigma2), given root1 = sigma1^1/2 (`psd_sqrt`)."""
-    return torch.linalg.eigvalsh(root1 @ sigma2 @ root1).clamp(min=0).sqrt().sum()
+    """Tr sqrtm(sigma1 sigma2) (...), given root1 = sigma1^1/2 (`psd_sqrt`); both (..., D, D)."""
+    return torch.linalg.eigvalsh(root1 @ sigma2 @ root1).clamp(min=0).sqrt().sum(-1)
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:

@@ -11,7 +11,10 @@ from elit_bench.errors import UserError
 # direction of the metrics `compute_metrics` reports
 HIGHER_IS_BETTER = {
     "fid": False, "sfid": False, "fdd": False, "fvd": False, "kid_mean": False, "digits_fd": False,
-    "is_mean": True, "precision": True, "recall": True, "digits_acc": True,
+    "is_mean": True, "precision": True, "recall": True, "digits_acc": True, "digits_kid": False,
+    # debiased estimates of the Frechet distances (metrics.compute.DEBIASED)
+    "fid_debiased": False, "sfid_debiased": False, "fdd_debiased": False, "fvd_debiased": False,
+    "digits_fd_debiased": False,
 }
 
 

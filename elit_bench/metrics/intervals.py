@@ -2,15 +2,16 @@
 
 An interval is a plain dict, as records store it::
 
-    {"low": ..., "high": ..., "level": 0.95, "method": "bootstrap-basic", "replicates": [...], ...}
+    {"low": ..., "high": ..., "level": 0.95, "method": "bootstrap-both-sides", "replicates": [...], ...}
 
-- Frechet distances (FID, FDD, FVD, digits FD): a bootstrap over the generated
-  set with the reference statistics fixed; the *basic* interval
-  (2 d - q_hi, 2 d - q_lo), because the plug-in distance is biased upward by
-  about Tr(sigma) / N and the percentile interval would carry that bias twice.
-  It targets the distance between the generator's distribution and the
-  reference statistics, so it lies below the conventional value by about the
-  bootstrap's bias estimate, which is recorded as ``bias``.
+- Frechet distances (FID, FDD, FVD, digits FD): the plug-in value at N (the
+  protocol's number) is biased upward by about (Tr sigma_g + Tr sigma_r) / N,
+  so records add a *debiased* estimate of the population distance
+  (`frechet_bootstrap`): a bootstrap that resamples both sides (where the
+  reference has per-sample features; with stored reference statistics only
+  the generated side, labelled so), estimate 2 d - median(replicates) and the
+  basic interval (2 d - q_hi, 2 d - q_lo), which holds the estimate by
+  construction.
 - Inception Score: a Student t interval over its disjoint splits (the split
   scores are the replicates); the conventional ``is_std`` is their spread,
   not an interval.
@@ -56,52 +57,89 @@ def _check_level(level: float) -> float:
     return level
 
 
+def _resampled(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means (B, D) and covariances (B, D, D) of the rows of x (N, D) drawn weights[b] (B, N; each sums to N)
+    times, without copying them."""
+    n = len(x)
+    mean = x.mean(0)
+    centred = x - mean
+    shift = weights @ centred / n
+    scatter = torch.einsum("bn,nd,ne->bde", weights, centred, centred)
+    return mean + shift, (scatter - n * shift[:, :, None] * shift[:, None, :]) / (n - 1)
+
+
+def _counts(n: int, replicates: int, generator: torch.Generator) -> torch.Tensor:
+    """(replicates, n) draw counts of n rows drawn n times with replacement."""
+    index = torch.randint(n, (replicates, n), generator=generator)
+    return torch.zeros(replicates, n, dtype=torch.float64).scatter_add_(1, index, torch.ones(replicates, n,
+                                                                                           dtype=torch.float64))
+
+
 def frechet_bootstrap(
     features,
-    reference: FeatureStats,
+    reference: FeatureStats | np.ndarray,
     replicates: int = BOOTSTRAP_REPLICATES,
     seed: int = BOOTSTRAP_SEED,
     level: float = LEVEL,
     device: str | torch.device = "cpu",
 ) -> dict:
-    """Basic bootstrap interval of the Frechet distance of `features` (N, D) to fixed `reference` statistics.
+    """Debiased Frechet distance of `features` (N, D) to `reference`, with its basic bootstrap interval.
 
-    Each replicate draws N rows with replacement (torch generator seeded with
-    `seed`) and recomputes the distance as `frechet.frechet_distance` does,
-    with R^1/2 of the fixed reference computed once: one weighted covariance
-    and one symmetric eigenvalue problem per replicate, in float64 on `device`.
+    reference: per-sample features (M, D), resampled too ("bootstrap-both-sides"), or stored statistics,
+    held fixed ("bootstrap-generated-side": their own finite-sample bias stays in the estimate).
+    Each replicate draws N (and M) rows with replacement (torch generator seeded with `seed`) and
+    recomputes the distance as `frechet.frechet_distance` does, in float64 on `device`, a chunk of
+    replicates at a time. With d the plug-in value and q the replicates' quantiles: estimate = 2 d - median,
+    interval (2 d - q_hi, 2 d - q_lo), all clipped at 0 (a distance), so low <= estimate <= high always.
+    `value_at_n` is d, `bias` median - d (docs/intervals.md: why, and how well it covers).
     """
     _check_level(level)
     if replicates < 2:
         raise UserError(f"a bootstrap needs at least 2 replicates, got {replicates}")
     x = torch.as_tensor(np.asarray(features), dtype=torch.float64, device=device)
-    n, dim = x.shape
-    if n < 2 or dim != reference.dim:
-        raise UserError(f"bootstrap of a Frechet distance needs features (N >= 2, {reference.dim}), got {tuple(x.shape)}")
-    mean = x.mean(0)
-    centred = x - mean
-    ref_mean = torch.as_tensor(reference.mu, dtype=torch.float64, device=device)
-    ref_sigma = torch.as_tensor(reference.sigma, dtype=torch.float64, device=device)
-    ref_root, ref_trace = psd_sqrt(ref_sigma), torch.trace(ref_sigma)
+    fixed = isinstance(reference, FeatureStats)
+    y = None if fixed else torch.as_tensor(np.asarray(reference), dtype=torch.float64, device=device)
+    dim = reference.dim if fixed else (y.shape[1] if y.ndim == 2 else -1)
+    if x.ndim != 2 or len(x) < 2 or x.shape[1] != dim or (not fixed and len(y) < 2):
+        raise UserError(f"bootstrap of a Frechet distance needs features (N >= 2, D) on both sides of one D, got "
+                        f"{tuple(x.shape)} and {(reference.num, reference.dim) if fixed else tuple(y.shape)}")
+    if fixed:  # R^1/2 of the fixed side once: one weighted covariance and one eigenproblem per replicate
+        ref_mean = torch.as_tensor(reference.mu, dtype=torch.float64, device=device)[None]
+        ref_sigma = torch.as_tensor(reference.sigma, dtype=torch.float64, device=device)[None]
+        ref_root = psd_sqrt(ref_sigma[0])[None]
 
-    def distance(weights: torch.Tensor) -> float:
-        # weights: how often each row is drawn (sum N); statistics of the weighted rows without copying them
-        shift = weights @ centred / n
-        sigma = ((centred.T * weights) @ centred - n * torch.outer(shift, shift)) / (n - 1)
-        diff = mean + shift - ref_mean
-        return float(diff @ diff + torch.trace(sigma) + ref_trace - 2 * trace_sqrt_product(ref_root, sigma))
+    def distances(weights: torch.Tensor, ref_weights: torch.Tensor | None) -> torch.Tensor:
+        """(B,) distances of the resampled sets: weights (B, N), ref_weights (B, M) or None (fixed reference)."""
+        mean, sigma = _resampled(x, weights)
+        if fixed:
+            r_mean, r_sigma, r_root = ref_mean, ref_sigma, ref_root
+        else:
+            r_mean, r_sigma = _resampled(y, ref_weights)
+            r_root = psd_sqrt(r_sigma)
+        diff = mean - r_mean
+        traces = (diff * diff).sum(-1) + sigma.diagonal(0, -2, -1).sum(-1) + r_sigma.diagonal(0, -2, -1).sum(-1)
+        return traces - 2 * trace_sqrt_product(r_root, sigma)
 
-    point = distance(torch.ones(n, dtype=torch.float64, device=device))
+    def ones(side: torch.Tensor | None) -> torch.Tensor | None:
+        return None if side is None else torch.ones(1, len(side), dtype=torch.float64, device=device)
+
+    point = float(distances(ones(x), ones(y))[0])
     generator = torch.Generator().manual_seed(seed)
-    draws = np.array([
-        distance(torch.bincount(torch.randint(n, (n,), generator=generator), minlength=n).to(x))
-        for _ in range(replicates)
-    ])
+    counts = _counts(len(x), replicates, generator).to(device)
+    ref_counts = None if fixed else _counts(len(y), replicates, generator).to(device)
+    # replicates per batch: their (chunk, D, D) covariances and (chunk, rows, D) weighted rows in float64 stay
+    # within 256 MiB each
+    chunk = max(1, 2**25 // (dim * max(dim, len(x), 0 if fixed else len(y))))
+    draws = torch.cat([distances(counts[i:i + chunk], None if fixed else ref_counts[i:i + chunk])
+                       for i in range(0, replicates, chunk)]).cpu().numpy()
     alpha = 1 - level
-    q_low, q_high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    # basic interval: the replicates' spread around the point, reflected; a distance is never negative
-    return make_interval(max(0.0, 2 * point - q_high), 2 * point - q_low, "bootstrap-basic", level, draws,
-                         bias=float(draws.mean() - point), seed=seed)
+    q_low, median, q_high = np.quantile(draws, [alpha / 2, 0.5, 1 - alpha / 2])
+    # basic interval: the replicates' spread around the point, reflected; the median lies between the quantiles,
+    # so the estimate lies in the interval, and clipping all three at 0 keeps their order
+    low, estimate, high = (max(0.0, 2 * point - q) for q in (q_high, median, q_low))
+    method = "bootstrap-generated-side" if fixed else "bootstrap-both-sides"
+    return make_interval(low, high, method, level, draws, estimate=estimate, value_at_n=point,
+                         bias=float(median - point), seed=seed)
 
 
 def wilson(proportion: float, n: int, level: float = LEVEL, what: str = "samples") -> dict:

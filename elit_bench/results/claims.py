@@ -45,6 +45,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from elit_bench.errors import UserError
+from elit_bench.metrics.compute import DEBIASED
 from elit_bench.metrics.floor import REAL_DATA_LABEL
 from elit_bench.metrics.frontier import HIGHER_IS_BETTER
 from elit_bench.metrics.intervals import LEVEL, t_bounds
@@ -326,6 +327,8 @@ def _side_out(row, side: dict) -> dict:
 def evaluate_test(test: dict, agg: pd.DataFrame, at: str, level: float = LEVEL) -> dict:
     """One test of a claim against the aggregated records: both cells, the effect, its interval, the verdict."""
     metric = test["metric"]
+    if (agg["metric"] == metric + DEBIASED).any():  # records with a Frechet metric's debiased estimate: compare those
+        metric += DEBIASED
     higher = test.get("higher_is_better", HIGHER_IS_BETTER.get(metric))
     if higher is None:
         raise UserError(f"{at}: metric {metric!r} has no known direction: say higher_is_better: true|false")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from elit_bench.errors import UserError
@@ -22,6 +23,7 @@ from elit_bench.results.records import read_record, records_frame
 
 KEYS = ["suite", "run_id", "eval_id", "metric"]
 ADVICE = "delete it or rerun the evaluation that wrote it"
+REDUCTION_RTOL = 1e-9
 
 
 def read_records(path) -> list[dict]:
@@ -65,7 +67,11 @@ def match_records(a, b, allow_subset: bool = False) -> tuple[pd.DataFrame, pd.Da
     both["difference"] = both["value_b"] - both["value_a"]
     both["identical"] = both["value_a"] == both["value_b"]
     has = ~(both["low"].isna() | both["high"].isna())
-    both["within"] = both["identical"] | (has & (both["value_b"] >= both["low"]) & (both["value_b"] <= both["high"]))
+    # a value without an interval (FD@N, FLOPs) must be equal, up to float64 reduction order (1e-9 relative:
+    # thread counts move a Frechet distance's 11th digit, docs/reproducibility.md)
+    close = np.isclose(both["value_b"], both["value_a"], rtol=REDUCTION_RTOL, atol=0.0)
+    both["within"] = both["identical"] | (has & (both["value_b"] >= both["low"]) & (both["value_b"] <= both["high"])) \
+        | (~has & close)
     table = both[["run", "eval", "metric", "value_a", "low", "high", "value_b", "difference", "identical",
                   "within"]].reset_index(drop=True)
     only = [x.merge(y[KEYS], on=KEYS, how="left", indicator=True).query("_merge == 'left_only'")[
@@ -75,7 +81,8 @@ def match_records(a, b, allow_subset: bool = False) -> tuple[pd.DataFrame, pd.Da
 
 def compare_records(a, b) -> pd.DataFrame:
     """One row per (run id, eval id, metric) found in both: A's value and interval, B's value, the difference,
-    `identical` (equal floats) and `within` (B inside A's interval; a value without interval must be equal)."""
+    `identical` (equal floats) and `within` (B inside A's interval; a value without interval must be equal up to
+    REDUCTION_RTOL)."""
     return match_records(a, b, allow_subset=True)[0]
 
 

@@ -56,6 +56,8 @@ class RecordSchema(BaseModel):
     metrics: dict[str, Any]
     provenance: _Provenance
     intervals: dict[str, dict | None] | None = None
+    features: dict[str, dict] | None = None  # sample features beside the record: {metric: {file, sha256, ...}}
+    training: dict | None = None  # the training curve in brief (suites.runner.training_summary)
     sample: dict | None = None
     flops: dict | None = None
     data: dict | None = None

@@ -33,6 +33,7 @@ import pandas as pd
 
 from elit_bench.checkpoint import atomic_write
 from elit_bench.errors import UserError
+from elit_bench.metrics.compute import DEBIASED
 from elit_bench.metrics.floor import REAL_DATA_LABEL
 from elit_bench.metrics.frontier import HIGHER_IS_BETTER, pareto_frontier, rho
 from elit_bench.results import claims as claims_mod
@@ -47,6 +48,9 @@ from elit_bench.results.records import (
 
 METRIC_LABELS = {"fid": "FID", "fdd": "FDD", "fvd": "FVD", "is_mean": "IS", "sfid": "sFID", "precision": "Prec.",
                  "recall": "Rec.", "digits_fd": "FD(digits)", "digits_acc": "Acc(digits)", "tf": "TF",
+                 "fid_debiased": "FID (debiased)", "fdd_debiased": "FDD (debiased)", "fvd_debiased": "FVD (debiased)",
+                 "sfid_debiased": "sFID (debiased)", "digits_fd_debiased": "FD(digits, debiased)",
+                 "digits_kid": "KID(digits)",
                  "rho_fid": "rho(FID)", "rho_fdd": "rho(FDD)", "rho_is": "rho(IS)", "rho_fvd": "rho(FVD)",
                  "rho_digits_fd": "rho(FD digits)", "rho_digits_acc": "rho(Acc digits)"}
 # a metric name of `metrics.names` -> the record key its column shows (columns follow the suite's order)
@@ -56,6 +60,10 @@ CELL_NOTE = ("Cells: value ± half-width of its 95% interval, or value [low, hig
              "the biased plug-in value); with several training seeds, mean ± sd over seeds, then each seed. "
              "Methods: docs/intervals.md.")
 CONTACT_SHEET = "samples.png"
+# records with debiased Frechet estimates: their plug-in column is the protocol's value at N
+AT_N_NOTE = (" FD@N: the plug-in Frechet distance at the set's N samples, the protocol's (and the paper's) number, "
+             "biased upward by the finite sample sizes of both sides; (debiased): the estimate of the population "
+             "distance with its 95% interval (both sides resampled), on which the real-data floor reads about 0.")
 VERDICTS = "verdicts.json"
 VERDICT_COLOURS = {claims_mod.SUPPORTED: "#1a9641", claims_mod.CONTRADICTED: "#d7191c",
                    claims_mod.INCONCLUSIVE: "0.45"}
@@ -171,13 +179,15 @@ def render_table(suite, frame: pd.DataFrame, dest: Path | None = None) -> tuple[
     With `dest` (where the Markdown goes) the long layout links each evaluation's sample grid."""
     cmp = comparison(suite, frame)
     cmp["cell"] = [_cell(format_estimate(r), r["paper"], r["change_pct"]) for _, r in cmp.iterrows()]
-    cmp["label"] = cmp["metric"].map(lambda m: METRIC_LABELS.get(m, m))
+    debiased = {m.removesuffix(DEBIASED) for m in cmp["metric"] if m.endswith(DEBIASED)}
+    cmp["label"] = cmp["metric"].map(lambda m: METRIC_LABELS.get(m, m) + ("@N" if m in debiased else ""))
     # rows and columns in the suite's order: runs and evaluations as written, metrics as the paper prints them
     specs = suite.runs(cmp["scale"].iloc[0], strict_variables=False)
     # wide columns: evaluations in first-seen order; long rows: each run's own evaluation order
     run_rank, eval_rank, run_eval_rank = suite_order(suite, cmp["scale"].iloc[0])
     names = [n for r in specs for e in r.evals for n in e.metrics.get("names", [])]
-    metric_rank = {m: i for i, m in enumerate(dict.fromkeys([METRIC_OF_KEY.get(n, n) for n in names] + list(METRIC_LABELS)))}
+    keys = [k for n in names for k in (METRIC_OF_KEY.get(n, n), n + DEBIASED)]  # the debiased beside the value at N
+    metric_rank = {m: i for i, m in enumerate(dict.fromkeys(keys + list(METRIC_LABELS)))}
     layout = suite.report.get("layout", "wide" if suite.paper.get("table") else "long")
     if layout == "wide":
         cmp = _floors_per_eval(cmp)
@@ -224,6 +234,7 @@ def render_table(suite, frame: pd.DataFrame, dest: Path | None = None) -> tuple[
     if dest is not None and (Path(dest) / CONTACT_SHEET).is_file():
         header += f"Samples of every evaluation: [{CONTACT_SHEET}]({CONTACT_SHEET})\n\n"
     shown = table.reset_index() if layout != "wide" else table
+    note += AT_N_NOTE if debiased else ""
     md = header + shown.to_markdown(index=layout == "wide") + f"\n\n{note} {CELL_NOTE}\n"
     latex = table.drop(columns="samples", errors="ignore").to_latex(escape=True, caption=suite.title,
                                                                     label=f"tab:{suite.name}")
@@ -256,6 +267,8 @@ def draw_plot(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
         if not held:
             raise UserError(f"no {y!r} values in the records of suite {suite.name!r}")
         y, ylabel = held[0], METRIC_LABELS.get(held[0], held[0])
+    if (frame["metric"] == y + DEBIASED).any():  # the estimand whose interval a bar can show
+        y, ylabel = y + DEBIASED, METRIC_LABELS.get(y + DEBIASED, ylabel + " (debiased)")
     agg = aggregate_seeds(frame)
     floors = agg[agg["real_data"] & (agg["metric"] == y)]
     data = agg[~agg["real_data"] & (agg["metric"] == y)].rename(columns={"value": y})

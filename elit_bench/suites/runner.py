@@ -6,8 +6,12 @@ Layout under `OUT/<suite>/<scale>/<run id>/`:
     train/              the training run (config.yaml, checkpoints/last.pt, tb/: training scalars,
                         evaluation metrics and sample grids)
     evals/<eval id>/step-<N>/   the sample set drawn from the checkpoint of step N (samples.npz, samples.json)
-    records/<eval id>.json      one result record per evaluation, naming its checkpoint step (`train_step`)
-    records/superseded/         records of earlier checkpoints, kept when more training re-evaluates
+    records/<eval id>.json      one result record per evaluation, naming its checkpoint step (`train_step`),
+                                with its training curve in brief (`training`, from train/tb)
+    records/<eval id>.<metric>.features.npy   the sample features behind its Frechet metrics (`features` in the
+                                record: file, SHA-256, the reference's under OUT/_shared/features/)
+    records/superseded/         records of earlier checkpoints (and their features), kept when more training
+                                re-evaluates
     DONE                written last: the evaluations and the training step it covers
 
 Re-running the same command resumes: a run whose DONE covers all its
@@ -113,7 +117,8 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
     each on its own device; `provenance.metrics` names the device and the world size the features came from.
     """
     from elit_bench.flops import forward_flops
-    from elit_bench.metrics import compute_metrics
+    from elit_bench.metrics.compute import Evaluator, parse_metrics, write_features
+    from elit_bench.metrics.sources import open_source
     from elit_bench.sampling.generate import generate, seed_list
     from elit_bench.training.config import build_meta_model
 
@@ -130,15 +135,21 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
         data = {"name": "digits", "resolution": model.input_shape[-1], **train_config["data"]}
         train_config = {**train_config, "data": data}
         real = digits_reference(rdir.parents[2] / "_shared", data["resolution"], data["name"] == "moving-digits")
-    options = {"device": job.device, **(metrics.options.model_dump(exclude_none=True) if metrics.options else {})}
-    scores = compute_metrics(edir / "samples.npz", real, metrics.names, progress=progress, **options)
+    options = {"device": job.device, **(metrics.options.evaluator_kwargs() if metrics.options else {})}
+    evaluator = Evaluator(progress=progress, **options)
+    fake, real = open_source(edir / "samples.npz", "fake"), open_source(real, "real") if real is not None else None
+    scores = evaluator.compute(fake, real, parse_metrics(metrics.names))
     score_provenance, score_intervals = scores.pop("provenance", {}), scores.pop("intervals", {})
+    # the features behind its Frechet metrics go beside the record, the reference's once per output folder
+    features = write_features(evaluator, fake, real, metrics.names, rdir / RECORDS / f"{ev.id}.json",
+                              rdir.parents[2] / "_shared", bool(metrics.options and metrics.options.keep_features))
     return {
         "suite": run.suite, "scale": run.scale, "run_id": run.id, "run_label": run.label, "paper_row": run.paper_row,
         "paper_setting": run.paper_setting, "eval_id": ev.id, "eval_label": ev.label,
         "paper_guidance": ev.paper_guidance, "series": ev.series,
         "model": train_config["model"], "train_step": sample_record.get("checkpoint_step"),
-        "metrics": scores, "intervals": score_intervals, "num_samples": metrics.num_samples,
+        "metrics": scores, "intervals": score_intervals, "features": features,
+        "training": training_summary(rdir / "train") if run.trains else None, "num_samples": metrics.num_samples,
         "sample": {k: sample_record.get(k) for k in ("steps", "sampler", "guidance", "scale", "budget",
                                                      "guide_budget", "schedule", "teacache", "teacache_skipped")},
         "flops": {"sample_flops_per_sample": sample_record["flops_per_sample"],
@@ -171,12 +182,66 @@ def track_evaluation(rdir: Path, train_config: dict, ev: EvalSpec, record: dict)
         tracker.close()
 
 
+def training_summary(train_dir: Path, tail: float = 0.1, last: int = 5) -> dict | None:
+    """The training curve in brief, from the run's TensorBoard scalars (every session's, so a resumed run's
+    earlier steps count too; the trainer's own summary holds only the steps of one call).
+
+    Per scalar (train/loss: each logging window's mean; train/grad_norm: the window's last step): `steps` and
+    `values` of the last `last` windows, the mean and max over the last `tail` of the steps, the number of
+    windows; plus `nonfinite_steps` (skipped steps so far). None when the run logged no loss.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from elit_bench.tracking import TB_DIR
+
+    events = EventAccumulator(str(train_dir / TB_DIR), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    if "train/loss" not in tags:
+        return None
+    out = {}
+    for name in ("loss", "grad_norm", "nonfinite_steps"):
+        if f"train/{name}" not in tags:
+            continue
+        # one value per step, the last one written (a resumed run logs the steps after its checkpoint again)
+        by_step = {e.step: e.value for e in sorted(events.Scalars(f"train/{name}"), key=lambda e: e.wall_time)}
+        steps = np.array(sorted(by_step))
+        values = np.array([by_step[k] for k in steps], dtype=np.float64)
+        if name == "nonfinite_steps":
+            out[name] = int(values[-1])
+            continue
+        window = values[steps >= steps[-1] * (1 - tail)]
+        out[name] = {"steps": steps[-last:].tolist(), "values": values[-last:].tolist(), "windows": len(values),
+                     "tail_fraction": tail, "mean_tail": float(window.mean()), "max_tail": float(window.max())}
+    return out
+
+
 def training_flops(train_config: dict) -> dict:
     """Training TFLOPs per iteration (the paper's TF) and in total, from the analytic model."""
     from elit_bench.training.config import build_meta_model
 
     tf = expected_train_tflops(build_meta_model(train_config), train_config)
     return {"train_tflops_per_iter": tf, "train_total_flops": tf * 1e12 * train_config["steps"]}
+
+
+def supersede_features(record: dict, old: Path, new: Path) -> dict:
+    """Move a record's feature sidecars from beside OLD to beside NEW (named after it) -> the record, its `features`
+    paths pointing there."""
+    from elit_bench.metrics.compute import FEATURES_SUFFIX
+
+    features = {}
+    for name, sidecar in (record.get("features") or {}).items():
+        sidecar = dict(sidecar)
+        target = new.with_name(f"{new.stem}.{name}{FEATURES_SUFFIX}")
+        if (old.parent / sidecar["file"]).is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old.parent / sidecar["file"], target)
+        sidecar["file"] = target.name
+        if "reference" in sidecar:
+            sidecar["reference"] = {**sidecar["reference"], "file": Path(os.path.relpath(
+                old.parent / sidecar["reference"]["file"], new.parent)).as_posix()}
+        features[name] = sidecar
+    return {**record, "features": features} if features else record
 
 
 def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
@@ -212,8 +277,8 @@ def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
         if record is None or record.get("train_step") != step:
             if record is not None and main:  # trained further since: keep the earlier record beside, evaluate again
                 superseded = rdir / RECORDS / "superseded" / f"{ev.id}-step-{record.get('train_step')}.json"
-                superseded.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(record_path, superseded)
+                write_json(superseded, supersede_features(record, record_path, superseded))
+                record_path.unlink()
             record = evaluate(run, ev, rdir, resolved, last_step, progress)
             if main:
                 write_json(record_path, record)
