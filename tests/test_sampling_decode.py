@@ -37,7 +37,9 @@ def test_padded_data_is_cropped_to_its_content():
     assert out.shape == (1, 4, 3, 3) and (out == 255).all()
 
 
-def test_latents_are_unnormalised_and_decoded_by_the_local_autoencoder(tmp_path):
+@pytest.fixture
+def tiny_vae(tmp_path):
+    """(a tiny random diffusers AutoencoderKL, its harness spec: a local folder, scaling 0.5, shift 0.1)."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
@@ -45,7 +47,11 @@ def test_latents_are_unnormalised_and_decoded_by_the_local_autoencoder(tmp_path)
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         layers_per_block=1, norm_num_groups=4, sample_size=8).eval()
     vae.save_pretrained(tmp_path / "vae")
-    spec = {"path": str(tmp_path / "vae"), "scaling_factor": 0.5, "shift_factor": 0.1}
+    return vae, {"path": str(tmp_path / "vae"), "scaling_factor": 0.5, "shift_factor": 0.1}
+
+
+def test_latents_are_unnormalised_and_decoded_by_the_local_autoencoder(tiny_vae):
+    vae, spec = tiny_vae
     decoder = Decoder({**PIXELS, "kind": "latents", "channels": 4, "autoencoder": spec})
     z = torch.randn(2, 4, 4, 4)
     out = decoder(z)
@@ -67,16 +73,9 @@ def test_bad_data_descriptions_are_user_errors(data):
         Decoder(data)
 
 
-def test_latents_decode_in_chunks_with_the_same_output(tmp_path, monkeypatch):
+def test_latents_decode_in_chunks_with_the_same_output(tiny_vae, monkeypatch):
     # a bounded decode batch: 5 samples through chunks of 2 give the output of one pass (fp32 on the CPU)
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        layers_per_block=1, norm_num_groups=4, sample_size=8).eval()
-    vae.save_pretrained(tmp_path / "vae")
-    spec = {"path": str(tmp_path / "vae"), "scaling_factor": 0.5, "shift_factor": 0.1}
+    _, spec = tiny_vae
     data = {**PIXELS, "kind": "latents", "channels": 4, "autoencoder": spec}
     z = torch.randn(5, 4, 4, 4)
     whole = Decoder(data, decode_batch=8)(z)
