@@ -31,7 +31,6 @@ error naming the checkpoint and the seeds; it is never cast to an image.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -46,7 +45,13 @@ import torch
 from tqdm import tqdm
 
 from elit_bench import distributed
-from elit_bench.checkpoint import atomic_save, atomic_write, load_checkpoint, model_from_checkpoint
+from elit_bench.checkpoint import (
+    atomic_save,
+    atomic_write,
+    file_sha256,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from elit_bench.errors import UserError, choices_error
 from elit_bench.flow.guidance import (
     Evaluation,
@@ -205,14 +210,6 @@ def seed_list(num: int | None = None, seeds: str | None = None) -> list[int]:
 
 
 # ---------------------------------------------------------------- output directory
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _json_normal(obj):
     return json.loads(json.dumps(obj))
 

@@ -110,11 +110,13 @@ def checkpoint_for(rdir: Path, ev: EvalSpec, last_step: int, given: str | None =
     return (ckpts / f"step_{int(step):07d}.pt", int(step)) if step else (ckpts / "last.pt", last_step)
 
 
-def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: int, progress: bool) -> dict:
+def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: int, progress: bool,
+             training: dict | None = None) -> dict:
     """Sample the evaluation's set from the checkpoint of `step` and compute its metrics -> the result record.
 
     Every rank of the job calls it and gets the record: sampling and feature extraction shard over the ranks,
     each on its own device; `provenance.metrics` names the device and the world size the features came from.
+    `training`: the run's `training_summary`, stored as the record's `training`.
     """
     from elit_bench.flops import forward_flops
     from elit_bench.metrics.compute import Evaluator, parse_metrics, write_features
@@ -149,7 +151,7 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
         "paper_guidance": ev.paper_guidance, "series": ev.series,
         "model": train_config["model"], "train_step": sample_record.get("checkpoint_step"),
         "metrics": scores, "intervals": score_intervals, "features": features,
-        "training": training_summary(rdir / "train") if run.trains else None, "num_samples": metrics.num_samples,
+        "training": training, "num_samples": metrics.num_samples,
         "sample": {k: sample_record.get(k) for k in ("steps", "sampler", "guidance", "scale", "budget",
                                                      "guide_budget", "schedule", "teacache", "teacache_skipped")},
         "flops": {"sample_flops_per_sample": sample_record["flops_per_sample"],
@@ -269,6 +271,7 @@ def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
                                      "evals": [asdict(e) | {"id": e.id} for e in run.evals], **provenance()})
     if not run.checkpoint:
         last_step = train(config)["step"]
+    training = None  # the training curve in brief, for the records
     for ev in run.evals:
         record_path = rdir / RECORDS / f"{ev.id}.json"
         step = checkpoint_for(rdir, ev, last_step)[1]
@@ -279,7 +282,9 @@ def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
                 superseded = rdir / RECORDS / "superseded" / f"{ev.id}-step-{record.get('train_step')}.json"
                 write_json(superseded, supersede_features(record, record_path, superseded))
                 record_path.unlink()
-            record = evaluate(run, ev, rdir, resolved, last_step, progress)
+            if training is None and run.trains:  # read once per run, and only when an evaluation needs it
+                training = training_summary(rdir / "train")
+            record = evaluate(run, ev, rdir, resolved, last_step, progress, training)
             if main:
                 write_json(record_path, record)
                 track_evaluation(rdir, resolved, ev, record)
