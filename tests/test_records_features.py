@@ -22,7 +22,7 @@ base:
   train: {data: digits, resolution: 8, batch: 8, steps: 4, ckpt_every: 2, log_every: 1, progress: false,
           model: DiT-S/2, model_kwargs: {hidden_size: 32, depth: 2, num_heads: 2}}
   sample: {steps: 2, batch: 16}
-  metrics: {names: [digits_fd, digits_kid], num_samples: 32, real: digits, options: {bootstrap_replicates: 20}}
+  metrics: {names: [digits_fd, digits_kid, digits_acc], num_samples: 32, real: digits, options: {bootstrap_replicates: 20}}
 runs:
   - {label: D}
 evals:
@@ -82,6 +82,20 @@ def test_a_record_is_recomputed_from_its_features(out):
     assert training["loss"]["windows"] == 4 and training["loss"]["steps"][-1] == 4
     assert np.isfinite(training["loss"]["mean_tail"]) and training["grad_norm"]["values"]
     assert training["nonfinite_steps"] == 0
+    # accuracy per sample (1 where the class is recognised), so two sets compare sample by sample
+    correct = load_sidecar(record_path, record["features"]["digits_acc"])
+    assert correct.shape == (32, 1) and set(np.unique(correct)) <= {0.0, 1.0}
+    assert record["metrics"]["digits_acc"] == pytest.approx(correct.mean(), rel=1e-12)
+    assert "reference" not in record["features"]["digits_acc"]
+
+
+def test_a_training_seed_samples_its_own_noise_block(out):
+    from elit_bench.sampling.generate import NOISE_BLOCK, noise_seeds
+
+    assert noise_seeds(2, 3) == [2 * NOISE_BLOCK, 2 * NOISE_BLOCK + 1, 2 * NOISE_BLOCK + 2]
+    assert noise_seeds(1, 256) == noise_seeds(1, 512)[:256]  # sets nest within a seed's block
+    [settings] = out.glob("d-*/evals/*/step-*/settings.json")
+    assert json.loads(settings.read_text())["seeds"] == "0-31"  # training seed 0: block 0
 
 
 def test_the_real_data_floor_keeps_its_features_and_reads_about_zero(out):

@@ -216,13 +216,23 @@ class Evaluator:
         return stats if origin == "stored" else self.features(real, spec.extractor, (spec.feature,))[spec.feature]
 
     def kept_features(self, source: Source, metrics: list[str], all_extractors: bool = False) -> dict[str, np.ndarray]:
-        """{metric: float32 (N, D)} per-sample features of `source` behind its Frechet metrics: digits ones always,
-        the others (Inception, DINOv2, I3D) with `all_extractors` (they are large). Only features already extracted."""
+        """{metric: float32 (N, D)} per-sample values of `source` behind its Frechet metrics (features: digits ones
+        always, the others (Inception, DINOv2, I3D) with `all_extractors`, they are large) and its accuracies
+        ((N, 1): 1 where the sample's class is recognised), so that two sets can be compared sample by sample.
+        Only features already extracted."""
         out = {}
         for name in parse_metrics(metrics):
             spec = METRICS[name]
             key = (source.samples, self.extractor(spec.extractor).name, spec.feature) if source.samples is not None else None
-            if spec.kind == "frechet" and (spec.extractor == DIGITS or all_extractors) and key in self._features:
+            if key not in self._features or spec.kind not in ("frechet", "accuracy"):
+                continue
+            if spec.kind == "accuracy" and source.samples.labels is not None:
+                logits = self._features[key]
+                labels = source.samples.labels
+                if len(labels) != len(logits):  # video clips scored per frame: every frame carries its clip's label
+                    labels = np.repeat(labels, len(logits) // len(labels))
+                out[name] = (logits.argmax(axis=1) == labels).astype(np.float32)[:, None]
+            elif spec.kind == "frechet" and (spec.extractor == DIGITS or all_extractors):
                 out[name] = self._features[key].astype(np.float32)
         return out
 
@@ -378,7 +388,7 @@ def write_features(evaluator: Evaluator, fake: Source, real: Source | None, metr
     references = evaluator.kept_features(real, metrics, all_extractors) if real is not None else {}
     for name, array in evaluator.kept_features(fake, metrics, all_extractors).items():
         out[name] = save(record_path.with_name(f"{record_path.stem}.{name}{FEATURES_SUFFIX}"), array)
-        if name in references:
+        if name in references and METRICS[name].kind == "frechet":
             spec = METRICS[name]
             key = FeatureCache.key(evaluator.content_sha256(real.samples), evaluator.extractor(spec.extractor).identity())
             out[name]["reference"] = save(shared_dir / "features" / f"{key}.{spec.feature}.npy", references[name])

@@ -209,6 +209,22 @@ def seed_list(num: int | None = None, seeds: str | None = None) -> list[int]:
     return out
 
 
+NOISE_BLOCK = 2**20  # noise seeds per training seed in suites: sets of any size up to it nest in one block
+
+
+def noise_seeds(train_seed: int, num: int) -> list[int]:
+    """The noise seeds of a suite's set of `num` samples from a run of training seed s: s * NOISE_BLOCK + (0..num-1).
+
+    Each training seed draws its own noise (a mean over seeds then carries sampling noise of independent sets,
+    which its interval must include), while every run and evaluation of one training seed draws the same noise
+    (two models of seed s are compared sample by sample, paired). A fixed block, not s * num, keeps the first
+    256 samples of a 512-sample set the 256-sample set.
+    """
+    if not 1 <= num <= NOISE_BLOCK:
+        raise UserError(f"a suite's sample set holds 1 to {NOISE_BLOCK} samples, got {num}")
+    return list(range(train_seed * NOISE_BLOCK, train_seed * NOISE_BLOCK + num))
+
+
 # ---------------------------------------------------------------- output directory
 def _json_normal(obj):
     return json.loads(json.dumps(obj))

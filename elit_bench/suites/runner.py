@@ -121,7 +121,7 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
     from elit_bench.flops import forward_flops
     from elit_bench.metrics.compute import Evaluator, parse_metrics, write_features
     from elit_bench.metrics.sources import open_source
-    from elit_bench.sampling.generate import generate, seed_list
+    from elit_bench.sampling.generate import generate, noise_seeds
     from elit_bench.training.config import build_meta_model
 
     job = distributed.join()
@@ -129,7 +129,8 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
     sample, metrics = SampleSettings(**ev.sample), MetricsSettings(**ev.metrics)  # validated when the suite expanded
     model = checkpoint_model(run.checkpoint) if run.checkpoint else build_meta_model(train_config)
     edir = rdir / EVALS / ev.id / f"step-{step}"
-    sample_record = generate(ckpt, edir, seed_list(metrics.num_samples), sample.recipe(model.max_budget),
+    seeds = noise_seeds(int(train_config.get("seed", 0)), metrics.num_samples)  # the training seed's noise block
+    sample_record = generate(ckpt, edir, seeds, sample.recipe(model.max_budget),
                              ema=sample.ema, batch=sample.batch, grid=True, device=job.device, progress=progress)
     real = metrics.real
     if real == "digits":
