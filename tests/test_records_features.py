@@ -96,6 +96,8 @@ def test_a_training_seed_samples_its_own_noise_block(out):
     assert noise_seeds(1, 256) == noise_seeds(1, 512)[:256]  # sets nest within a seed's block
     [settings] = out.glob("d-*/evals/*/step-*/settings.json")
     assert json.loads(settings.read_text())["seeds"] == "0-31"  # training seed 0: block 0
+    [record_path] = out.glob("d-*/records/*.json")
+    assert read_record(record_path)["sample"]["seeds"] == "0-31"  # the record names them: sets that share them pair
 
 
 def test_the_real_data_floor_keeps_its_features_and_reads_about_zero(out):

@@ -154,7 +154,8 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
         "metrics": scores, "intervals": score_intervals, "features": features,
         "training": training, "num_samples": metrics.num_samples,
         "sample": {k: sample_record.get(k) for k in ("steps", "sampler", "guidance", "scale", "budget",
-                                                     "guide_budget", "schedule", "teacache", "teacache_skipped")},
+                                                     "guide_budget", "schedule", "teacache", "teacache_skipped",
+                                                     "seeds")},  # the noise seeds: sets that share them pair
         "flops": {"sample_flops_per_sample": sample_record["flops_per_sample"],
                   "forward_flops_full": forward_flops(model),
                   "flops_vs_cfg": sample_record.get("flops_vs_cfg"),
