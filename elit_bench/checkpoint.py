@@ -1,4 +1,4 @@
-"""Checkpoints and other artifacts: atomic writes, safe and verified loads, models rebuilt from their config.
+"""Checkpoints and other artifacts: atomic writes, safe and verified loads, content hashes.
 
 A checkpoint is a dict with at least `model` (state dict), `ema` (state
 dict), `step` and `config` (the resolved run config; `config["model"]` names
@@ -7,12 +7,17 @@ the registry entry and `config["model_kwargs"]` its `create_model` overrides).
 `sha256sum` format) and `load_checkpoint` checks it: torch does not check the
 CRCs of its zip archive, so a flipped byte in tensor data would otherwise load
 as a slightly different model. A checkpoint without that file (older runs,
-imported files) loads unverified, as before.
+imported files) loads unverified, as before. A leaf module: models are rebuilt from
+a checkpoint's config in `elit_bench.models.loading`.
+
+Hashes: `file_sha256` of a file's bytes; `canonical_hash` of a JSON-able value
+(sorted keys), cut to an explicit length: run ids, evaluation ids and cache keys.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -96,6 +101,15 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def canonical_hash(obj, length: int) -> str:
+    """The first `length` hex digits of the SHA-256 of `obj` as JSON with sorted keys (other values as str).
+
+    Equal settings give equal hashes whatever their key order: run ids (10 digits), evaluation ids (8)
+    and feature-cache keys (40) are such hashes, so changing this changes every stored id.
+    """
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 class _HashingWriter:
@@ -197,38 +211,3 @@ def checkpoint_config(path) -> tuple[dict, int | None]:
         raise UserError(f"checkpoint {str(path)!r} has no config['model']: write it with `elit-bench train` or "
                         "import it with `elit-bench convert`")
     return config, ckpt.get("step")
-
-
-def model_from_checkpoint(ckpt: dict, ema: bool = True, device="cpu"):
-    """Rebuild the model named in the checkpoint's config and load its (EMA) weights.
-
-    A checkpoint of another structure, or whose weights do not fit the model its config names (missing,
-    unexpected or differently shaped tensors), is a UserError that says which.
-    """
-    from elit_bench.models import create_model
-
-    config = ckpt.get("config") if isinstance(ckpt, dict) else None
-    if not isinstance(config, dict) or "model" not in config:
-        raise UserError("checkpoint has no config['model']: it was not written by elit-bench train")
-    kwargs = config.get("model_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise UserError(f"checkpoint config['model_kwargs'] must be a mapping, got {type(kwargs).__name__}")
-    try:
-        model = create_model(config["model"], **kwargs)
-    except TypeError as exc:
-        raise UserError(f"checkpoint config does not build {config['model']!r}: {exc}") from None
-    key = "ema" if ema and ckpt.get("ema") is not None else "model"
-    state = ckpt.get(key)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"checkpoint[{key!r}] is not a state dict (name -> tensor) but a {type(state).__name__}")
-    ours = model.state_dict()
-    missing, unexpected = [k for k in ours if k not in state], [k for k in state if k not in ours]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
-              if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        problems = [f"{len(items)} {what} (e.g. {items[0]})" for what, items in
-                    (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if items]
-        raise UserError(f"checkpoint[{key!r}] does not fit {config['model']!r} {kwargs}: "
-                        f"{', '.join(problems)} tensor(s)")
-    model.load_state_dict(state)
-    return model.to(device).eval()

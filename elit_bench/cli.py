@@ -34,7 +34,8 @@ COMMAND_MODULES = (
     "elit_bench.suites.cli",
     "elit_bench.results.cli",
     "elit_bench.results.compare",
-    "elit_bench.bench",
+    "elit_bench.results.plan",
+    "elit_bench.bench.cli",
     "elit_bench.convert",
 )
 

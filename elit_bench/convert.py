@@ -237,10 +237,11 @@ def register(sub) -> None:
 def main(args) -> int:
     data = ({"kind": "pixels"} if args.pixels else
             {"kind": "latents", "autoencoder": {"path": args.autoencoder, "scaling_factor": args.scaling_factor}})
-    from elit_bench.models.cli import parse_overrides
+    from elit_bench.yamlconfig import apply_overrides
 
     check_output(args.out, "--out", folder=False)
-    ckpt = convert(args.src, args.format, args.model, parse_overrides(args.set or []), args.weights, data)
+    overrides = apply_overrides({}, args.set or [], "--set", "encoder_depth=8")
+    ckpt = convert(args.src, args.format, args.model, overrides, args.weights, data)
     save_checkpoint(args.out, ckpt)
     src = ckpt["config"]["converted_from"]
     print(f"wrote {args.out}: {args.model} {ckpt['config']['model_kwargs']} from {args.format} "

@@ -5,11 +5,14 @@ training iteration = forward FLOPs x 3 (forward + backward) x batch.
 The analytic count is each model's `macs()` (the twin of its forward); the
 measured count runs the forward under `FlopCounterMode`, with the SDPA CPU
 kernel (which the counter does not know in torch 2.14) given its formula.
+
+A leaf module: it counts what it is given and imports nothing of the harness but its
+errors. The paper's compute tables, ours beside the published figures, are built from
+these counts in `elit_bench.results.paper_compute`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -124,146 +127,14 @@ def mmdit_sampling_ratio(cfg: MMDiTConfig, keep: float, guide_keep: float) -> fl
     return elit / (2 * mmdit_forward_macs(cfg))
 
 
+# Table 4: the guidance pass of CCFG keeps 1/16 of the latents; the paper does not print J_w,
+# this is the value its four ratios imply (0.5% or closer at 50/25/12.5% tokens).
+MMDIT_GUIDE_KEEP = 1 / 16
+
+
 def human(n: float) -> str:
     """675_123_456 -> '675.1M'."""
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.1f}{unit}"
     return f"{n:.0f}"
-
-
-def relative_diff(ours: float, theirs: float) -> float:
-    return 100.0 * (ours - theirs) / theirs if theirs else math.nan
-
-
-# ---------------------------------------------------------------- the paper's compute tables
-# Our configuration for each row of baselines/compute.csv: (model, overrides, budget range per resolution).
-MB = {256: "1:16", 512: "4:64"}  # multi-budget ranges (App. B)
-PAPER_CONFIGS = {
-    "dit_xl": ("DiT-XL/2", {}, None),
-    "elit_dit_xl": ("ELIT-DiT-XL/2", {}, None),
-    "elit_dit_xl_mb": ("ELIT-DiT-XL/2", {}, MB),
-    "uvit_xl": ("UViT-XL/2", {}, None),
-    "elit_uvit_xl": ("ELIT-UViT-XL/2", {}, None),
-    "elit_uvit_xl_mb": ("ELIT-UViT-XL/2", {}, MB),
-    "hdit_xl": ("HDiT-XL/2", {}, None),
-    "elit_hdit_xl": ("ELIT-HDiT-XL/2", {}, None),
-    "elit_hdit_xl_mb": ("ELIT-HDiT-XL/2", {}, MB),
-    "dit_xl_2x4": ("DiT-XL/2x4", {}, None),
-    "elit_dit_xl_25": ("ELIT-DiT-XL/2", {"latents_per_group": 16}, None),
-    "hdit_small": ("HDiT-XL/2", {"depth": 14}, None),
-    "sit_xl": ("SiT-XL/2", {}, None),
-    "elit_sit_xl": ("ELIT-SiT-XL/2", {}, None),
-    # the README's 127 / 536 TF is the paper's compute path (Read and Write on kept latents, 4-20-4),
-    # not its own code's (Read on all latents, 8-16-4: 139.2 / 605.2 TF)
-    "elit_sit_xl_mb": ("ELIT-DiT-XL/2", {}, MB),
-}
-# Table 4: the guidance pass of CCFG keeps 1/16 of the latents; the paper does not print J_w,
-# this is the value its four ratios imply (0.5% or closer at 50/25/12.5% tokens).
-MMDIT_GUIDE_KEEP = 1 / 16
-
-
-def parse_count(text: str) -> tuple[float, int]:
-    """'675M' -> (675e6, 0 decimals), '1.4B' -> (1.4e9, 1 decimal)."""
-    scale = {"K": 1e3, "M": 1e6, "B": 1e9}[text[-1]]
-    digits = text[:-1]
-    return float(digits) * scale, len(digits.partition(".")[2])
-
-
-def count_rounds_to(ours: float, published: str) -> bool:
-    """True when `ours` printed like the published figure ('1.4B') reads the same."""
-    value, decimals = parse_count(published)
-    scale = value / float(published[:-1])
-    return round(ours / scale, decimals) == float(published[:-1])
-
-
-def paper_compute_rows(baselines_csv) -> list[dict]:
-    """Every row of the paper's compute tables, ours beside theirs (TF at batch 256 or 384)."""
-    import pandas as pd
-
-    from elit_bench.models import create_model, param_count
-
-    rows = []
-    for rec in pd.read_csv(baselines_csv).to_dict("records"):
-        name, overrides, ranges = PAPER_CONFIGS[rec["key"]]
-        for res in (256, 512):
-            published = rec[f"tf_{res}"]
-            if pd.isna(published):
-                continue
-            with torch.device("meta"):
-                model = create_model(name, resolution=res, **overrides)
-            budgets = budget_range(model, ranges[res]) if ranges else [None]
-            tf = train_tflops(mean_forward_flops(model, budgets), int(rec["batch"]))
-            params = param_count(model)
-            paper_params, _ = parse_count(rec["params"])
-            rows.append({
-                "key": rec["key"], "row": rec["model"], "resolution": res, "batch": int(rec["batch"]),
-                "budgets": ranges[res] if ranges else "full", "params": params, "params_paper": rec["params"],
-                "params_diff_pct": relative_diff(params, paper_params), "tf": tf, "tf_paper": float(published),
-                "tf_diff_pct": relative_diff(tf, float(published)), "tolerance_pct": float(rec["tolerance_pct"]),
-                "params_rounds_to_paper": count_rounds_to(params, rec["params"]), "source": rec["source"],
-            })
-    return rows
-
-
-def official_code_rows(csv_path) -> list[dict]:
-    """The released code's own FLOPs file (one CFG pair of ELIT-SiT-XL/2), ours beside it.
-
-    Budgets there are fractions of J; its CCFG row guides at `guide_budget` of J.
-    """
-    import pandas as pd
-
-    from elit_bench.flow.guidance import guidance_flops_ratio
-    from elit_bench.models import create_model
-
-    rows, models = [], {}
-    for rec in pd.read_csv(csv_path).to_dict("records"):
-        key = (rec["model"], int(rec["resolution"]))
-        if key not in models:
-            with torch.device("meta"):
-                models[key] = create_model(rec["model"], resolution=key[1])
-        model = models[key]
-        J = model.max_budget
-        budget = round(rec["budget"] * J)
-        pair = 2 * forward_flops(model, budget)
-        guide = None
-        if rec["mode"] == "CCFG":
-            guide = round(rec["guide_budget"] * J)
-            pair *= guidance_flops_ratio(model, "ccfg", budget, guide)
-        rows.append({"model": rec["model"], "resolution": key[1], "mode": rec["mode"], "budget": budget,
-                     "guide_budget": guide, "gflops": pair / 1e9, "gflops_official": rec["gflops_per_cfg_pair"],
-                     "diff_pct": relative_diff(pair / 1e9, rec["gflops_per_cfg_pair"])})
-    return rows
-
-
-# The paper's Fig. 5 / Sec. 1: CCFG costs "about 33%" less than CFG; J_w is not printed
-CCFG_SAVING_PAPER = 0.33
-
-
-def ccfg_rows() -> list[dict]:
-    """CCFG vs CFG sampling FLOPs at J_w = J/16, J/8, J/4 (full main budget): which J_w the paper's saving implies."""
-    from elit_bench.flow.guidance import guidance_flops_ratio
-    from elit_bench.models import create_model
-
-    rows = []
-    for name, res in (("ELIT-DiT-XL/2", 256), ("ELIT-DiT-XL/2", 512), ("ELIT-SiT-XL/2", 256)):
-        with torch.device("meta"):
-            model = create_model(name, resolution=res)
-        J = model.max_budget
-        for div in (16, 8, 4):
-            ratio = guidance_flops_ratio(model, "ccfg", J, J // div)
-            rows.append({"model": name, "resolution": res, "J": J, "guide_budget": f"J/{div} = {J // div}",
-                         "ccfg_vs_cfg": ratio, "saving_pct": 100 * (1 - ratio),
-                         "paper_saving_pct": 100 * CCFG_SAVING_PAPER})
-    return rows
-
-
-def mmdit_rows(table4_csv) -> list[dict]:
-    import pandas as pd
-
-    cfg = MMDiTConfig()
-    return [{"tokens_pct": rec["tokens_pct"], "ratio": mmdit_sampling_ratio(cfg, rec["tokens_pct"] / 100, MMDIT_GUIDE_KEEP),
-             "ratio_paper": rec["flops_ratio"],
-             "diff_pct": relative_diff(mmdit_sampling_ratio(cfg, rec["tokens_pct"] / 100, MMDIT_GUIDE_KEEP),
-                                       rec["flops_ratio"])}
-            for rec in pd.read_csv(table4_csv).to_dict("records")]

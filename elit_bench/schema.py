@@ -48,12 +48,12 @@ def _check_budget(value):
     raise ValueError(f"{value!r} is not a budget: give an integer >= 1, a percentage of J such as '25%', or null")
 
 
-class _Strict(BaseModel):
+class StrictSettings(BaseModel):
     # allow_inf_nan: `lr: .inf` or `timestep_mean: .nan` are typos or overflow, never a setting
     model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=(), allow_inf_nan=False)
 
 
-class TrainSettings(_Strict):
+class TrainSettings(StrictSettings):
     """`elit-bench train` keys; defaults are the paper's (the embedded digits override a few: DATA_DEFAULTS)."""
 
     model: str | None = None  # registry name, e.g. ELIT-DiT-B/2 (required)
@@ -93,7 +93,7 @@ class TrainSettings(_Strict):
     out: str | None = None  # run directory (default: runs/<model>-<data>-<hash>)
 
 
-class SampleSettings(_Strict):
+class SampleSettings(StrictSettings):
     """A suite's `sample:` keys: the sampling recipe, and which checkpoint it samples."""
 
     steps: PositiveInt = 40
@@ -140,46 +140,6 @@ class SampleSettings(_Strict):
         for key in ("interval", "class_labels"):
             kwargs[key] = tuple(kwargs[key]) if kwargs[key] is not None else None
         return Recipe(**kwargs)
-
-
-class EvaluatorOptions(_Strict):
-    """`metrics.options`: keyword arguments of `metrics.Evaluator`."""
-
-    extractor_options: dict[str, dict[str, Any]] | None = None
-    batch_size: PositiveInt = 64
-    device: str | None = None
-    cache_dir: str | None = None
-    use_cache: bool = True
-    # the bootstrap behind Frechet intervals (metrics.intervals); None: its defaults
-    bootstrap_replicates: Annotated[int, Field(ge=2)] | None = None
-    interval_seed: int | None = None
-    # suite runs only: also keep Inception / DINOv2 / I3D features beside the record (digits ones always are)
-    keep_features: bool = False
-
-    def evaluator_kwargs(self) -> dict:
-        """The options `metrics.Evaluator` takes (unset ones left to its defaults)."""
-        return self.model_dump(exclude_none=True, exclude={"keep_features"})
-
-
-class MetricsSettings(_Strict):
-    """A suite's `metrics:` keys."""
-
-    names: list[str] = ["fid"]
-    num_samples: PositiveInt = 64
-    real: str | None = None  # reference samples or statistics; "digits": the held-out embedded digits
-    options: EvaluatorOptions | None = None
-
-    @field_validator("names")
-    @classmethod
-    def _known(cls, names):
-        from elit_bench.metrics.compute import METRICS
-
-        if not names:
-            raise ValueError(f"name at least one metric: {', '.join(METRICS)}")
-        bad = [n for n in names if n not in METRICS]
-        if bad:
-            raise ValueError(f"unknown metric {bad[0]!r}; valid: {', '.join(METRICS)}")
-        return names
 
 
 def check(section: str, cls: type[BaseModel], values: dict, where: str = "") -> BaseModel:

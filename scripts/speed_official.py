@@ -72,7 +72,7 @@ def main() -> int:
         src = Path(tmp) / "official.pt"
         torch.save(official.state_dict(), src)
         ckpt = convert(src, "elit-official", args.model)
-    from elit_bench.checkpoint import model_from_checkpoint
+    from elit_bench.models import model_from_checkpoint
 
     ours = model_from_checkpoint(ckpt, device=device).train()
     official.train()

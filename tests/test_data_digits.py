@@ -8,8 +8,8 @@ import torch
 
 from elit_bench.cli import main
 from elit_bench.data import build_dataset, describe_data, model_input_kwargs
+from elit_bench.data.digits import load_digits_split, render_uint8
 from elit_bench.errors import UserError
-from elit_bench.metrics.digits_classifier import load_digits_split, render_uint8
 
 
 def test_digits_are_the_classifier_train_split_in_model_space():

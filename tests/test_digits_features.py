@@ -12,7 +12,7 @@ from elit_bench.errors import UserError
 from elit_bench.metrics import ArraySamples, compute_metrics, extract_features, get_extractor
 from elit_bench.metrics.compute import METRICS
 from elit_bench.metrics.digits_classifier import FEATURE_DIM, load_digits_classifier, to_model_input
-from elit_bench.metrics.floor import real_digits
+from elit_bench.suites.floor import real_digits
 
 
 @pytest.mark.parametrize("split", ["train", "heldout"])

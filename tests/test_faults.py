@@ -21,12 +21,12 @@ from test_official_parity import OFFICIAL_KW, oracle  # noqa: F401  (the authors
 
 from elit_bench.checkpoint import (
     load_checkpoint,
-    model_from_checkpoint,
     save_checkpoint,
     sha256_path,
 )
 from elit_bench.cli import main as cli
 from elit_bench.errors import UserError
+from elit_bench.models import model_from_checkpoint
 
 SUITE = """name: faults
 base:

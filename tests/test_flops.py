@@ -16,11 +16,10 @@ from elit_bench.flops import (
     mean_forward_flops,
     measure_forward_flops,
     mmdit_forward_macs,
-    mmdit_rows,
-    paper_compute_rows,
     train_tflops,
 )
 from elit_bench.models import create_model, list_models
+from elit_bench.results.paper_compute import mmdit_rows, paper_compute_rows
 from helpers import tiny
 
 

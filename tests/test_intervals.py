@@ -15,18 +15,18 @@ from elit_bench.metrics.intervals import frechet_bootstrap, t_bounds, wilson
 D, DECADES = 64, 4.5  # the digits features' dimension; their covariance spectrum spans about 4.5 decades
 
 
-def population(excess: float, seed: int = 1):
-    """Generator N(mu_g, sigma_g) and reference N(0, sigma_r) in D dims, sigma_r's spectrum spread over DECADES
+def population(excess: float, seed: int = 1, dim: int = D):
+    """Generator N(mu_g, sigma_g) and reference N(0, sigma_r) in `dim` dims, sigma_r's spectrum spread over DECADES
     like the digits features'; `excess` scales how far the generator is (0: the same distribution).
     Returns (mu_g, sigma_g, sigma_r, their Frechet distance)."""
     rng = np.random.default_rng(seed)
-    rotation = np.linalg.qr(rng.standard_normal((D, D)))[0]
-    spectrum = 100 * np.logspace(0, -DECADES, D)
+    rotation = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
+    spectrum = 100 * np.logspace(0, -DECADES, dim)
     sigma_r = (rotation * spectrum) @ rotation.T
-    scales, mu_g, turn = rng.standard_normal(D), rng.standard_normal(D) / np.sqrt(D), rng.standard_normal((D, D))
+    scales, mu_g, turn = rng.standard_normal(dim), rng.standard_normal(dim) / np.sqrt(dim), rng.standard_normal((dim, dim))
     turned = np.linalg.qr(rotation + 0.05 * excess * turn)[0]
     sigma_g = (turned * spectrum * np.exp(0.2 * excess * scales)) @ turned.T
-    return excess * mu_g, sigma_g, sigma_r, frechet_distance(excess * mu_g, sigma_g, np.zeros(D), sigma_r)
+    return excess * mu_g, sigma_g, sigma_r, frechet_distance(excess * mu_g, sigma_g, np.zeros(dim), sigma_r)
 
 
 def draw(mu_g, sigma_g, sigma_r, n: int, trial: int):

@@ -9,15 +9,10 @@ import pytest
 import torch
 
 from elit_bench.cli import main
-from elit_bench.metrics.digits_classifier import load_digits_split, render_uint8
+from elit_bench.data.digits import load_digits_split, render_uint8
 from elit_bench.metrics.stats import FeatureStats, save_statistics
-from elit_bench.metrics.synthetic import (
-    random_images,
-    random_inception_weights,
-    write_png_folder,
-    write_tiny_dinov2,
-    write_tiny_i3d,
-)
+from elit_bench.metrics.synthetic import random_images, write_png_folder
+from synthetic import random_inception_weights, write_tiny_dinov2, write_tiny_i3d
 
 
 def run(capsys, *args):

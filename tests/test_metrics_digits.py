@@ -4,15 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from elit_bench.data.digits import load_digits_split, render_uint8
 from elit_bench.errors import UserError
 from elit_bench.metrics import ArraySamples, compute_metrics
 from elit_bench.metrics.digits_classifier import (
     DEFAULT_WEIGHTS,
     heldout_accuracy,
     load_digits_classifier,
-    load_digits_split,
     predict,
-    render_uint8,
 )
 
 

@@ -8,9 +8,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from elit_bench.data.digits import load_digits_split, render_uint8
 from elit_bench.distributed import shard_range
 from elit_bench.metrics import ArraySamples, extract_features, get_extractor
-from elit_bench.metrics.digits_classifier import load_digits_split, render_uint8
 
 NUM = 23  # odd, so the two shards differ in size
 

@@ -18,7 +18,8 @@ from elit_bench.metrics import (
     register_extractor,
 )
 from elit_bench.metrics.extractors import dgm_eval_preprocess
-from elit_bench.metrics.synthetic import TinyI3D, random_images, write_tiny_dinov2, write_tiny_i3d
+from elit_bench.metrics.synthetic import random_images
+from synthetic import TinyI3D, write_tiny_dinov2, write_tiny_i3d
 
 
 @pytest.fixture

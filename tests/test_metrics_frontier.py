@@ -106,6 +106,47 @@ def test_pareto_frontier_matches_brute_force(higher):
         assert pareto_frontier(flops, values, higher).tolist() == brute_force_frontier(flops, values, higher)
 
 
+def test_pareto_frontier_with_estimates_asks_only_about_cheaper_better_points():
+    # catches: a point dropped without a separated dominating point, or a separation asked of a pair that cannot
+    # dominate (more FLOPs, or no better value)
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        n = int(rng.integers(1, 15))
+        flops, values = rng.integers(0, 5, n).astype(float), rng.permutation(n).astype(float)  # distinct values
+        asked = []
+
+        def always(j, i, asked=asked, flops=flops, values=values):
+            asked.append((j, i))
+            return True
+
+        assert pareto_frontier(flops, values, separated=always).tolist() == brute_force_frontier(flops, values, False)
+        assert all(flops[j] <= flops[i] and values[j] < values[i] for j, i in asked)
+        everything = sorted(range(n), key=lambda i: (flops[i], i))
+        assert pareto_frontier(flops, values, separated=lambda j, i: False).tolist() == everything
+
+
+def test_pareto_frontier_with_correlated_sets_decides_on_their_paired_difference():
+    # a cheap set and a dearer one that lost 12 of its correct samples: the two accuracies' own 95% intervals
+    # overlap; drawn from the same noise, the paired difference excludes 0 and the dearer point is dominated;
+    # drawn from independent noise it is not separated and stays
+    from elit_bench.metrics.paired import Arm, cell_interval, difference_interval
+
+    correct = (np.random.default_rng(0).random(200) < 0.7).astype(np.float32)
+    worse = correct.copy()
+    worse[np.flatnonzero(correct)[:12]] = 0
+    values = [correct.mean(), worse.mean()]
+    cheap = Arm({0: correct[:, None]}, {0: "0-199"})
+    own = [cell_interval(Arm({0: v[:, None]}, {0: "0-199"}), "mean") for v in (correct, worse)]
+    assert own[0]["low"] < own[1]["high"]  # overlapping: the old rule kept both
+    for noise, front in (("0-199", [0]), ("1000-1199", [0, 1])):
+        arms = [cheap, Arm({0: worse[:, None]}, {0: noise})]
+
+        def separated(j, i, arms=arms):
+            return difference_interval(arms[j], arms[i], "mean")["low"] > 0
+
+        assert pareto_frontier([1.0, 2.0], values, higher_is_better=True, separated=separated).tolist() == front
+
+
 def test_pareto_frontier_rejects_bad_input():
     for flops, values in [([1, 2], [1]), ([1, float("inf")], [1, 2]), ([[1, 2]], [[1, 2]])]:
         with pytest.raises(UserError):

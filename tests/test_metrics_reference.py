@@ -16,7 +16,8 @@ from elit_bench.errors import UserError
 from elit_bench.metrics import FeatureStats, compute_metrics, frechet_distance, get_extractor
 from elit_bench.metrics.inception_score import inception_score
 from elit_bench.metrics.prdc import kernel_inception_distance, precision_recall
-from elit_bench.metrics.synthetic import random_images, random_inception_weights, write_png_folder
+from elit_bench.metrics.synthetic import random_images, write_png_folder
+from synthetic import random_inception_weights
 
 NUM_IMAGES = 20  # generated: two samples in each of the 10 IS splits (one would force IS = 1)
 NUM_REAL = 10  # enough for 3-NN balls and KID subsets

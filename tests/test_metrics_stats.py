@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from elit_bench.data.digits import load_digits_split, render_uint8
 from elit_bench.errors import UserError
 from elit_bench.metrics import (
     ArraySamples,
@@ -19,8 +20,8 @@ from elit_bench.metrics import (
     save_statistics,
 )
 from elit_bench.metrics import compute as compute_module
-from elit_bench.metrics.digits_classifier import load_digits_split, render_uint8
-from elit_bench.metrics.synthetic import random_images, random_inception_weights, write_png_folder
+from elit_bench.metrics.synthetic import random_images, write_png_folder
+from synthetic import random_inception_weights
 
 
 def digit_images(n, size=16, part="heldout_x"):

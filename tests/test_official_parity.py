@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 import torch
 
-from elit_bench.checkpoint import load_checkpoint, model_from_checkpoint
+from elit_bench.checkpoint import load_checkpoint
 from elit_bench.cli import main as cli
 from elit_bench.flops import forward_flops
 from elit_bench.flow.guidance import Guidance, GuidedVelocity, build_plan, guidance_flops_ratio
 from elit_bench.flow.sampling import solve, time_grid
 from elit_bench.metrics.weights import file_sha256
-from elit_bench.models import create_model
+from elit_bench.models import create_model, model_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -75,3 +75,21 @@ def test_wandb_logger_is_optional(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="pip install wandb"):
         train({**config, "out": str(tmp_path / "other")})
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("suite, scale", [("quickstart", "smoke"), ("claims", "cpu")])
+def test_committed_results_have_the_ids_the_suite_expands_to(suite, scale):
+    """The run and evaluation ids of the committed records (results/<suite>/<scale>/) are what expansion gives today: the
+    folders they name stay the folders a rerun writes into."""
+    from pathlib import Path
+
+    from elit_bench.record import Record
+
+    committed = set()
+    for path in (Path(__file__).resolve().parents[1] / "results" / suite / scale).glob("*/records/*.json"):
+        record = Record.read(path)
+        assert path.parents[1].name == record.run_id
+        if record.run_id != "real-data":
+            committed.add((record.run_id, record.eval_id, record.provenance["config_hash"]))
+    expanded = {(run.id, ev.id, run.config_hash) for run in load_suite(suite).runs(scale) for ev in run.evals}
+    assert committed and committed == expanded

@@ -5,10 +5,10 @@ import json
 import numpy as np
 
 from elit_bench.cli import main
-from elit_bench.metrics.floor import REAL_DATA_LABEL, REAL_DATA_RUN
 from elit_bench.metrics.frontier import rho
 from elit_bench.metrics.intervals import t_bounds
 from elit_bench.sampling.generate import GRID, ensure_grid, write_npz
+from elit_bench.suites.floor import REAL_DATA_LABEL, REAL_DATA_RUN
 
 DIGITS = {"name": "digits", "resolution": 16}
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from elit_bench import cli
-from elit_bench.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from elit_bench.checkpoint import load_checkpoint, save_checkpoint
 from elit_bench.flops import forward_flops
+from elit_bench.models import model_from_checkpoint
 from elit_bench.sampling.generate import Recipe, format_seeds, parse_seeds, prepare, sample_seeds, seed_list
 from helpers import randomize, tiny
 

@@ -6,7 +6,7 @@ import logging
 from test_results import write_record
 
 from elit_bench.cli import main
-from elit_bench.suites.cli import CHEAPEST_FIRST
+from elit_bench.suites.options import CHEAPEST_FIRST
 from elit_bench.suites.spec import SCALES, load_suite
 
 # paper listed first, as in most suite files: the default used to be the first listed

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from elit_bench.suites.cli import parse_sets
+from elit_bench.suites.options import parse_sets
 from elit_bench.suites.runner import DONE, RECORDS, run_dir
 from elit_bench.suites.spec import load_suite
 

@@ -9,7 +9,7 @@ from elit_bench.cli import main
 from elit_bench.data import EMBEDDED, describe_data, model_input_kwargs
 from elit_bench.models import create_model
 from elit_bench.models.cli import model_flops
-from elit_bench.suites.spec import list_suites, load_suite
+from elit_bench.suites.spec import ComputeRun, list_suites, load_suite
 
 PAPER_SUITES = {"table1-256", "table1-512", "table2-video", "table3-readwrite", "table4-mmdit-flops",
                 "table5a-group-size", "table5b-block-alloc", "table5c-variable-budget", "table5d-batching",
@@ -36,7 +36,7 @@ def test_paper_dry_run_tf_equals_flops_command(suite, capsys):
     assert plan["runs"]
     for row in plan["runs"]:
         run = spec[row["run"]]
-        if run.compute:
+        if isinstance(run, ComputeRun):
             continue
         train = run.train
         variants = "MultiPatch" in train["model"] or train.get("batch_mode") == "scaled"
@@ -65,7 +65,7 @@ def test_table1_plan_reproduces_paper_tf(capsys):
 def test_smoke_scale_runs_on_embedded_data(suite, capsys):
     plan = dry_run(capsys, suite, "smoke")
     for run in load_suite(suite).runs("smoke"):
-        assert run.compute or run.train.get("data") in EMBEDDED
+        assert isinstance(run, ComputeRun) or run.train.get("data") in EMBEDDED
     assert plan["runs"]
 
 
@@ -233,3 +233,55 @@ def test_dry_run_prints_ratios(tmp_path, capsys):
     assert main(["run", "table1-256", "--scale", "proxy", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "vs DiT-XL: batch 1.5x (paper 1.5x), steps 1x (paper 1x)" in out
+
+
+# ---------------------------------------------------------------- run kinds, and one expansion per command
+def test_run_kinds_round_trip_through_a_launched_process(tmp_path):
+    from elit_bench.suites.spec import CheckpointRun, RunSpec, TrainingRun
+
+    path = tmp_path / "kinds.yaml"
+    path.write_text("name: kinds\nruns:\n"
+                    "  - {label: T, train: {model: DiT-S/2, data: digits, resolution: 16, steps: 2}}\n"
+                    "  - {label: F, compute: {kind: forward_flops, model: ELIT-DiT-S/2, budget: 2}}\n"
+                    "  - {label: C, checkpoint: /nowhere/last.pt}\n"
+                    "evals: [{label: e, metrics: {num_samples: 8}}]\nscales: {smoke: {}}\n")
+    suite = load_suite(str(path))
+    t, f = suite._expand("smoke", None, {}, True)[:2]  # the checkpoint is not there: not validated here
+    c = suite._expand("smoke", None, {}, True)[2]
+    assert [type(r) for r in (t, f, c)] == [TrainingRun, ComputeRun, CheckpointRun]
+    assert f.evals == [] and f.settings.budget == 2 and t.evals[0].metrics_settings.num_samples == 8
+    for run in (t, f, c):
+        again = RunSpec.from_json(run.to_json())
+        assert type(again) is type(run) and again == run and again.id == run.id
+    assert t.config["steps"] == 2 and t.config_hash == t.id.rsplit("-", 1)[1]
+
+
+def test_a_bad_compute_setting_fails_at_expansion(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nruns: [{label: F, compute: {kind: latency, model: DiT-S/2, repeat: 3}}]\n"
+                    "scales: {smoke: {}}\n")
+    assert main(["run", str(path), "--dry-run", "--no-estimate"]) == 2
+    err = capsys.readouterr().err
+    assert "run 'F'" in err and "compute.repeat" in err
+
+
+def test_a_command_expands_its_suite_once(tmp_path, monkeypatch, capsys):
+    """`elit-bench table` on the committed quickstart records: the report asks for the suite's runs three times
+    (order, metric names, figure), the suite is expanded and validated once."""
+    import shutil
+
+    from elit_bench.suites.spec import Suite
+
+    out = tmp_path / "runs"
+    shutil.copytree(__import__("pathlib").Path(__file__).resolve().parents[1] / "results" / "quickstart" / "smoke",
+                    out / "quickstart" / "smoke", ignore=shutil.ignore_patterns("report"))
+    shutil.copytree(__import__("pathlib").Path(__file__).resolve().parents[1] / "results" / "_shared", out / "_shared")
+    calls = []
+    validated = Suite._validated
+    monkeypatch.setattr(Suite, "_validated", lambda self, *a: calls.append(a[0]) or validated(self, *a))
+    assert main(["table", "quickstart", "--out", str(out), "--scale", "smoke"]) == 0
+    assert "DiT" in capsys.readouterr().out and calls == ["smoke"]
+    suite = load_suite("quickstart")
+    strict = suite.runs("smoke")
+    assert suite.runs("smoke", strict_variables=False) == strict  # a strict expansion serves a dry one
+    assert suite.runs("smoke", {"train": {"steps": 3}})[0].train["steps"] == 3  # other overrides: their own

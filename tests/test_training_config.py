@@ -8,12 +8,12 @@ from elit_bench.errors import UserError
 from elit_bench.flops import forward_flops
 from elit_bench.training.cli import config_from_args
 from elit_bench.training.config import (
-    apply_overrides,
     build_meta_model,
     resolve_config,
     training_variants,
     variant_batches,
 )
+from elit_bench.yamlconfig import apply_overrides, parse_yaml
 
 TINY_KW = {"hidden_size": 32, "depth": 3, "num_heads": 2, "group_size": 2}
 
@@ -37,6 +37,43 @@ def test_command_line_mixes_config_file_flags_and_overrides(tmp_path):
 def test_overrides_parse_yaml_values():
     config = apply_overrides({}, ["a.b=2", "c=[1, 2]", "d=null", "e=1:16", "f=2e-5"])
     assert config == {"a": {"b": 2}, "c": [1, 2], "d": None, "e": "1:16", "f": 2e-5}
+
+
+# YAML 1.2 core schema, where PyYAML's YAML 1.1 reads 1e-4 as a string, 1:16 as 76, 010 as 8, yes as True,
+# a date as a datetime.date
+YAML_1_2 = [("1e-4", 1e-4), ("-2.5E+3", -2500.0), ("1.", 1.0), (".5", 0.5), (".inf", float("inf")), ("7", 7),
+            ("010", 10), ("0x1F", 31), ("0o17", 15), ("1:16", "1:16"), ("1_000", "1_000"), ("yes", "yes"),
+            ("off", "off"), ("true", True), ("FALSE", False), ("~", None), ("2026-01-01", "2026-01-01"),
+            ("0b101", "0b101"), ("1e4.5", "1e4.5")]
+
+
+@pytest.mark.parametrize("text, value", YAML_1_2, ids=[t for t, _ in YAML_1_2])
+def test_values_read_as_yaml_1_2(text, value):
+    parsed = parse_yaml(text)
+    assert parsed == value and type(parsed) is type(value)
+    assert parse_yaml(f"k: [{text}]") == {"k": [value]}  # in a file, in a flow sequence: the same rules
+
+
+def test_every_key_value_option_is_read_the_same_way(tmp_path, monkeypatch, capsys):
+    from elit_bench import convert as convert_module
+    from elit_bench.models import cli as models_cli
+    from elit_bench.suites.options import parse_sets
+
+    items = ["lr=1e-4", "budget_range=1:16", "tag=off"]
+    want = {"lr": 1e-4, "budget_range": "1:16", "tag": "off"}
+    assert apply_overrides({}, items) == want
+    assert config_from_args(_args("--model", "DiT-S/2", *items)) == {"model": "DiT-S/2", **want}
+    assert parse_sets([f"train.{i}" for i in items] + ["var.X=1e-4"]) == ({"train": want}, {"X": "1e-4"})
+
+    def seen(*args, **kw):  # the consumer: reports what it was given
+        raise UserError(f"given {next(a for a in (*args, *kw.values()) if isinstance(a, dict) and 'lr' in a)}")
+
+    monkeypatch.setattr(models_cli, "model_flops", seen)
+    monkeypatch.setattr(convert_module, "convert", seen)
+    for argv in (["flops", "DiT-S/2"], ["convert", "x.pt", "--format", "elit-official", "--model", "M",
+                                        "--out", str(tmp_path / "out.pt")]):
+        assert main([*argv, *[a for i in items for a in ("--set", i)]]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"given {want}")
 
 
 def test_resolved_config_fits_the_model_to_the_data(tmp_path):

@@ -9,8 +9,9 @@ import time
 
 import torch
 
-from elit_bench.checkpoint import load_checkpoint, model_from_checkpoint
+from elit_bench.checkpoint import load_checkpoint
 from elit_bench.cli import main
+from elit_bench.models import model_from_checkpoint
 
 # tiny ELIT on 8 px digits (4x4 tokens, 4 groups of 2x2, J=4); random dropping and budget draws
 # exercise every seeded random stream of an iteration

@@ -208,7 +208,7 @@ def test_fake_trace_counts_what_a_real_forward_saves():
 def test_auto_micro_batch_is_the_dry_run_plan(tmp_path, monkeypatch):
     # a run with micro_batch: auto on a GPU uses the plan the dry run prints for that GPU's memory
     from elit_bench.suites.estimate import estimate_memory
-    from elit_bench.suites.spec import RunSpec
+    from elit_bench.suites.spec import TrainingRun
 
     config = {**ELIT_MB, "data": "digits", "resolution": 16, "batch": 64, "steps": 10}
     cfg = resolve_config({**config, "out": str(tmp_path)})
@@ -220,7 +220,7 @@ def test_auto_micro_batch_is_the_dry_run_plan(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "device_memory", lambda device: gpu)
     trainer = make_trainer(tmp_path, **{k: v for k, v in config.items() if k not in ("data", "resolution")},
                            resolution=16)
-    planned = estimate_memory([RunSpec("s", "x", "r", None, config)], gpu_gb=gpu / 1e9, world=1)
+    planned = estimate_memory([TrainingRun("s", "x", "r", train=config)], gpu_gb=gpu / 1e9, world=1)
     (plan,) = planned.values()
     assert plan["micro_batch"] == trainer.micro_batch == 5
     assert plan["checkpointing"] is False and trainer.checkpointing is False

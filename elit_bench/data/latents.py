@@ -226,10 +226,3 @@ def spatial_size(latent_shape) -> int | tuple[int, int]:
     h, w = latent_shape[-2:]
     return h if h == w else (h, w)
 
-
-def latent_stats(dataset: LatentDataset, max_samples: int = 2048) -> tuple[float, float]:
-    """Mean and std of (a prefix of) the stored latents: a check that the scaling is about right."""
-    n = min(len(dataset), max_samples)
-    x, _ = dataset.load(np.arange(n))
-    x = x[:, :dataset.meta["channels"]]  # the mean, for a data set of posteriors
-    return float(x.mean()), float(x.std())

@@ -15,10 +15,11 @@ are imported on first access, so that importing the CLI module stays cheap.
 import importlib
 
 _EXPORTS = {
-    "compute": ["METRICS", "Evaluator", "MetricSpec", "compute_metrics", "extract_features"],
+    "compute": ["HIGHER_IS_BETTER", "METRICS", "Evaluator", "KeySpec", "MetricSpec", "compute_metrics",
+                "extract_features", "higher_is_better", "metric_key"],
     "extractors": ["FeatureExtractor", "get_extractor", "list_extractors", "register_extractor"],
     "frechet": ["frechet_distance", "frechet_distance_stats"],
-    "frontier": ["HIGHER_IS_BETTER", "pareto_frontier", "rho"],
+    "frontier": ["pareto_frontier", "rho"],
     "floor": ["real_digits", "write_real_data_record"],
     "inception_score": ["inception_score", "inception_split_scores"],
     "intervals": ["frechet_bootstrap", "t_bounds", "wilson"],

@@ -43,31 +43,86 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class KeySpec:
+    """One number a metric writes into a record: how results name it, rank it and bound it."""
+
+    name: str  # the record key
+    label: str | None  # its header in tables and figures; None: shown under its key
+    higher_is_better: bool | None  # None: a spread, not a quality: it ranks nothing and decides no claim
+    interval: str | None = None  # the `method` of its 95% interval in records (a prefix); None: it has none
+
+
+@dataclass(frozen=True)
 class MetricSpec:
-    """What a metric is computed from."""
+    """A metric, declared once: what it is computed from and the record keys it writes (the first is its value)."""
 
     extractor: str  # registry name
     feature: str  # one of the extractor's outputs
     kind: str  # "frechet", "is", "pr", "kid" or "accuracy"
-    keys: tuple[str, ...]  # keys it adds to the results
+    outputs: tuple[KeySpec, ...]  # the keys it adds to the results
     stats_suffix: str | None = None  # frechet metrics: suffix of mu/sigma in statistics files
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k.name for k in self.outputs)
 
 
 DEBIASED = "_debiased"  # suffix of a Frechet metric's debiased estimate (its interval is under the same key)
 INCEPTION, DINOV2, I3D, DIGITS = "inception-v3-tf", "dinov2-vitl14", "i3d-stylegan-v", "digits-cnn"
+
+
+def _frechet(name: str, label: str, debiased_label: str, extractor: str, feature: str, suffix: str) -> MetricSpec:
+    """The value at N (the protocol's number, no interval), then the debiased estimate with its bootstrap interval
+    (written where the generated side has samples)."""
+    return MetricSpec(extractor, feature, "frechet", (KeySpec(name, label, False),
+                                                      KeySpec(name + DEBIASED, debiased_label, False, "bootstrap")),
+                      suffix)
+
+
 METRICS: dict[str, MetricSpec] = {
-    # Frechet metrics: the value at N, then the debiased estimate (where the generated side has samples)
-    "fid": MetricSpec(INCEPTION, "pool", "frechet", ("fid", "fid" + DEBIASED), ""),
-    "sfid": MetricSpec(INCEPTION, "spatial", "frechet", ("sfid", "sfid" + DEBIASED), "_s"),
-    "fdd": MetricSpec(DINOV2, "cls", "frechet", ("fdd", "fdd" + DEBIASED), "_dinov2"),
-    "fvd": MetricSpec(I3D, "features", "frechet", ("fvd", "fvd" + DEBIASED), "_i3d"),
-    "digits_fd": MetricSpec(DIGITS, "penultimate", "frechet", ("digits_fd", "digits_fd" + DEBIASED), "_digits"),
-    "is": MetricSpec(INCEPTION, "logits_unbiased", "is", ("is_mean", "is_std")),
-    "pr": MetricSpec(INCEPTION, "pool", "pr", ("precision", "recall")),
-    "kid": MetricSpec(INCEPTION, "pool", "kid", ("kid_mean", "kid_std")),
-    "digits_kid": MetricSpec(DIGITS, "penultimate", "kid", ("digits_kid", "digits_kid_std")),
-    "digits_acc": MetricSpec(DIGITS, "logits", "accuracy", ("digits_acc",)),
+    "fid": _frechet("fid", "FID", "FID (debiased)", INCEPTION, "pool", ""),
+    "sfid": _frechet("sfid", "sFID", "sFID (debiased)", INCEPTION, "spatial", "_s"),
+    "fdd": _frechet("fdd", "FDD", "FDD (debiased)", DINOV2, "cls", "_dinov2"),
+    "fvd": _frechet("fvd", "FVD", "FVD (debiased)", I3D, "features", "_i3d"),
+    "digits_fd": _frechet("digits_fd", "FD(digits)", "FD(digits, debiased)", DIGITS, "penultimate", "_digits"),
+    "is": MetricSpec(INCEPTION, "logits_unbiased", "is", (KeySpec("is_mean", "IS", True, "t-over-splits"),
+                                                          KeySpec("is_std", None, None))),
+    "pr": MetricSpec(INCEPTION, "pool", "pr", (KeySpec("precision", "Prec.", True, "wilson"),
+                                               KeySpec("recall", "Rec.", True, "wilson"))),
+    "kid": MetricSpec(INCEPTION, "pool", "kid", (KeySpec("kid_mean", "KID", False, "normal-subset-sd"),
+                                                 KeySpec("kid_std", None, None))),
+    "digits_kid": MetricSpec(DIGITS, "penultimate", "kid", (KeySpec("digits_kid", "KID(digits)", False,
+                                                                    "normal-subset-sd"),
+                                                            KeySpec("digits_kid_std", None, None))),
+    "digits_acc": MetricSpec(DIGITS, "logits", "accuracy", (KeySpec("digits_acc", "Acc(digits)", True, "wilson"),)),
 }
+# derived views: every record key a metric writes, and the direction of those that have one
+KEY_SPECS: dict[str, KeySpec] = {k.name: k for spec in METRICS.values() for k in spec.outputs}
+HIGHER_IS_BETTER: dict[str, bool] = {k: s.higher_is_better for k, s in KEY_SPECS.items()
+                                     if s.higher_is_better is not None}
+
+
+def metric_key(key: str) -> KeySpec:
+    """The declaration of a record key (`UserError` for a key no metric writes)."""
+    if key not in KEY_SPECS:
+        raise choices_error("metric key", key, list(KEY_SPECS))
+    return KEY_SPECS[key]
+
+
+def higher_is_better(key: str) -> bool:
+    """Whether a larger value of a record key is better; `UserError` for a key without a direction (a spread such
+    as is_std, or no metric's key): nothing is ranked or judged in an assumed direction."""
+    direction = metric_key(key).higher_is_better
+    if direction is None:
+        raise UserError(f"metric key {key!r} has no direction (it is a spread, not a quality); choose one of "
+                        f"{', '.join(HIGHER_IS_BETTER)}")
+    return direction
+
+
+def record_key(name: str) -> str:
+    """The record key that holds a metric's value ("is" -> "is_mean"); other names (record keys, published
+    quantities such as "tf") are returned as they are."""
+    return METRICS[name].keys[0] if name in METRICS else name
 
 
 def parse_metrics(metrics: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -281,7 +336,7 @@ class Evaluator:
             if spec.kind == "is":
                 scores = inception_split_scores(fake_features)
                 results.update(zip(spec.keys, (float(scores.mean()), float(scores.std()))))
-                bounds["is_mean"] = intervals.t_interval(scores, "t-over-splits")
+                bounds[spec.keys[0]] = intervals.t_interval(scores, spec.outputs[0].interval)
             elif spec.kind == "pr":
                 real_features = self.features(real, spec.extractor, (spec.feature,))[spec.feature]
                 precision, recall = precision_recall(fake_features, real_features)
@@ -294,7 +349,7 @@ class Evaluator:
                 real_features = self.features(real, spec.extractor, (spec.feature,))[spec.feature]
                 results.update(zip(spec.keys, kernel_inception_distance(fake_features, real_features)))
                 mean, std = (results[k] for k in spec.keys)
-                bounds[spec.keys[0]] = intervals.normal_interval(mean, std, "normal-subset-sd")
+                bounds[spec.keys[0]] = intervals.normal_interval(mean, std, spec.outputs[0].interval)
                 reference[name] = {"content_sha256": self.content_sha256(real.samples), "num_samples": len(real_features)}
             else:  # accuracy of a classifier against the labels stored with the samples
                 results[name], bounds[name] = self.accuracy(fake, name, fake_features)

@@ -1,7 +1,8 @@
 """A small CNN on scikit-learn's 8x8 digits: the quickstart's feature space.
 
 The embedded digits set (``sklearn.datasets.load_digits``: 1797 images of 8x8
-pixels, values 0..16, ten classes) is what the quickstart trains on, so FID-style
+pixels, values 0..16, ten classes; its fixed split and rendering are in
+`elit_bench.data.digits`) is what the quickstart trains on, so FID-style
 numbers need a network that has seen digits. This module defines that network,
 its input protocol and its training; the trained weights ship in
 ``elit_bench/assets/digits_classifier.pt``. Retrain them with::
@@ -35,14 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from elit_bench.data.digits import NUM_CLASSES, SPLIT_SEED, load_digits_split, render_uint8
 from elit_bench.errors import UserError
 
 INPUT_SIZE = 16  # side the protocol resizes every input to
-NUM_CLASSES = 10
 FEATURE_DIM = 64  # penultimate width: its pre-activations are the feature space for Frechet distances
-DIGITS_MAX = 16.0  # load_digits pixel values run 0..16
-SPLIT_SEED = 0  # fixed train / held-out split
-HELDOUT_FRACTION = 0.25
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "digits_classifier.pt"
 
 
@@ -88,33 +86,6 @@ class DigitsClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(x)
         return features, self.head(features)
-
-
-def load_digits_split() -> dict[str, np.ndarray]:
-    """The fixed split of the embedded digits.
-
-    Returns images float32 (N, 8, 8) in [0, 1] and int64 labels (N,) under
-    keys ``train_x``, ``train_y``, ``heldout_x``, ``heldout_y``.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = (digits.images / DIGITS_MAX).astype(np.float32)
-    y = digits.target.astype(np.int64)
-    train_x, heldout_x, train_y, heldout_y = train_test_split(
-        x, y, test_size=HELDOUT_FRACTION, random_state=SPLIT_SEED, stratify=y
-    )
-    return {"train_x": train_x, "train_y": train_y, "heldout_x": heldout_x, "heldout_y": heldout_y}
-
-
-def render_uint8(images: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """Upsample [0, 1] digits (N, 8, 8) to uint8 (N, size, size), as a data pipeline would."""
-    x = images[:, None].float()
-    if size != x.shape[-1]:
-        kwargs = {} if mode == "nearest" else {"align_corners": False}
-        x = F.interpolate(x, size=(size, size), mode=mode, **kwargs)
-    return (x[:, 0] * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def _augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -8,15 +8,6 @@ import numpy as np
 
 from elit_bench.errors import UserError
 
-# direction of the metrics `compute_metrics` reports
-HIGHER_IS_BETTER = {
-    "fid": False, "sfid": False, "fdd": False, "fvd": False, "kid_mean": False, "digits_fd": False,
-    "is_mean": True, "precision": True, "recall": True, "digits_acc": True, "digits_kid": False,
-    # debiased estimates of the Frechet distances (metrics.compute.DEBIASED)
-    "fid_debiased": False, "sfid_debiased": False, "fdd_debiased": False, "fvd_debiased": False,
-    "digits_fd_debiased": False,
-}
-
 
 def rho(metric_high: float, metric_low: float, flops_high: float, flops_low: float, higher_is_better: bool = False) -> float:
     """Degradation per unit of compute saved, between a high- and a low-compute variant.
@@ -35,7 +26,7 @@ def rho(metric_high: float, metric_low: float, flops_high: float, flops_low: flo
     return metric_ratio / (flops_high / flops_low)
 
 
-def pareto_frontier(flops, values, higher_is_better: bool = False, low=None, high=None) -> np.ndarray:
+def pareto_frontier(flops, values, higher_is_better: bool = False, separated=None) -> np.ndarray:
     """Indices of the compute-quality Pareto set, ordered by FLOPs (then input order).
 
     flops, values: (N,). A point is on the frontier unless another point has at
@@ -43,10 +34,12 @@ def pareto_frontier(flops, values, higher_is_better: bool = False, low=None, hig
     the two. Ties stay: identical points are all kept; a point with equal
     quality and more FLOPs (or equal FLOPs and worse quality) is dropped.
 
-    With intervals (low, high: (N,), NaN where a value has none), quality is
-    compared by interval: a point is dominated only by one with at most its
-    FLOPs whose whole interval is better than its whole interval; a difference
-    within the intervals is a tie, and ties stay on the frontier.
+    separated(j, i) -> bool, for values that are estimates: whether j's
+    advantage over i is resolved (the 95% interval of their difference
+    excludes 0 in j's favour). Then i is dominated only by a j with at most
+    its FLOPs, a better value and `separated(j, i)`; a point no cheaper point
+    is separated from stays on the frontier ("not separated"). It is asked
+    only about such pairs, the best j first.
     """
     flops, values = np.asarray(flops, dtype=np.float64), np.asarray(values, dtype=np.float64)
     if flops.ndim != 1 or flops.shape != values.shape:
@@ -54,16 +47,13 @@ def pareto_frontier(flops, values, higher_is_better: bool = False, low=None, hig
     if not (np.isfinite(flops).all() and np.isfinite(values).all()):
         raise UserError("pareto_frontier needs finite FLOPs and metric values")
     quality = values if higher_is_better else -values
-    if low is not None or high is not None:
-        bounds = [np.asarray(values if b is None else b, dtype=np.float64) for b in (low, high)]
-        if any(b.shape != values.shape for b in bounds):
-            raise UserError(f"pareto_frontier needs interval bounds of shape {values.shape}")
-        low, high = (np.where(np.isnan(b), values, b) for b in bounds)  # no interval: the value itself
-        worst, best = (low, high) if higher_is_better else (-high, -low)
-        # dominated[i]: some j with flops_j <= flops_i has worst_j > best_i
-        dominated = ((flops[None, :] <= flops[:, None]) & (worst[None, :] > best[:, None])).any(axis=1)
-        keep = np.flatnonzero(~dominated)
-        return keep[np.lexsort((keep, flops[keep]))].astype(np.int64)
+    if separated is not None:
+        by_quality = np.argsort(-quality, kind="stable")  # the best candidate first: most points fall to it
+        keep = [i for i in range(len(flops))
+                if not any(flops[j] <= flops[i] and quality[j] > quality[i] and separated(int(j), i)
+                           for j in by_quality)]
+        keep = np.asarray(keep, dtype=np.int64)
+        return keep[np.lexsort((keep, flops[keep]))]
     # sweep by FLOPs ascending, best quality first among equal FLOPs: every earlier point has <= FLOPs
     order = np.lexsort((np.arange(len(flops)), -quality, flops))
     keep = []

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elit_bench.checkpoint import atomic_save, atomic_write
+from elit_bench.checkpoint import atomic_save, atomic_write, canonical_hash
 from elit_bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,7 @@ class FeatureCache:
     def key(content_sha256: str, extractor_identity: dict) -> str:
         """Cache key of a sample set's features under one extractor (weights and preprocessing included)."""
         ident = {k: v for k, v in extractor_identity.items() if k != "weights"}  # the path may move, the hash not
-        blob = json.dumps({"content_sha256": content_sha256, **ident}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:40]
+        return canonical_hash({"content_sha256": content_sha256, **ident}, 40)
 
     def load(self, key: str, feature: str, rows: int | None = None) -> np.ndarray | None:
         """The cached features (rows, D), or None (recompute) when absent, damaged or not `rows` rows long."""

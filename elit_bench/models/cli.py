@@ -7,6 +7,7 @@ import json
 import torch
 
 from elit_bench.errors import UserError
+from elit_bench.yamlconfig import apply_overrides
 
 
 def register(sub) -> None:
@@ -39,13 +40,6 @@ def cmd_models(args) -> int:
         raise UserError(f"no model matches {args.pattern!r}")
     print(json.dumps(names) if args.json else "\n".join(names))
     return 0
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """KEY=VALUE create_model overrides, values read as YAML 1.2 (`1e-4` a number), as every --set is."""
-    from elit_bench.training.config import apply_overrides
-
-    return apply_overrides({}, items)
 
 
 def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch: int = 256,
@@ -90,7 +84,7 @@ def cmd_flops(args) -> int:
     if not args.model:
         raise UserError("name a MODEL (see `elit-bench models`) or pass --paper")
     out = model_flops(args.model, args.resolution, args.budget, args.budget_range, args.batch, args.measure,
-                      parse_overrides(args.overrides), args.guide_budget)
+                      apply_overrides({}, args.overrides, "--set", "latents_per_group=16"), args.guide_budget)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -112,7 +106,8 @@ def print_paper(as_json: bool) -> int:
     import pandas as pd
 
     from elit_bench.baselines import baseline_file
-    from elit_bench.flops import ccfg_rows, human, mmdit_rows, official_code_rows, paper_compute_rows
+    from elit_bench.flops import human
+    from elit_bench.results.paper_compute import ccfg_rows, mmdit_rows, official_code_rows, paper_compute_rows
 
     rows = paper_compute_rows(baseline_file("compute.csv"))
     mm = mmdit_rows(baseline_file("table4_mmdit_flops.csv"))

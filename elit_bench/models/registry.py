@@ -2,9 +2,13 @@
 
 Names follow DiT: `<Family>-<Size>/<patch>`, e.g. `DiT-XL/2`, `ELIT-DiT-B/2`,
 `UViT-L/2`, `HDiT-XL/2`, `MultiPatch-DiT-B/2`, `DiT-XL/2x4` (a 2x4 patch).
-An outside package registers its own variants through the entry-point group
-`elit_bench.models` (the entry point is a callable run once, which calls
-`register_model`), or a suite names `model: mypkg.module:factory` directly.
+A name registered as a `ModelName(family, size, patch, suffix)` keeps its
+parts, so `resize_model` can give the same model at another size (a suite
+scale's `size: B`). An outside package registers its own variants through the
+entry-point group `elit_bench.models` (the entry point is a module, or a
+callable run once, that calls `register_model`; loaded the first time a name
+is not found among the built-in ones), or a suite names `model:
+mypkg.module:factory` directly. docs/add-a-model.md walks through one.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import fnmatch
 import importlib
 import importlib.metadata
 from collections.abc import Callable
+from typing import NamedTuple
 
 from torch import nn
 
@@ -31,34 +36,63 @@ PATCHES = {"1": 1, "2": 2, "4": 4, "8": 8, "2x4": (2, 4)}
 FAMILY_PATCHES = {"DiT": ("1", "2", "4", "8", "2x4"), "UViT": ("2", "4"), "HDiT": ("2", "4"),
                   "MultiPatch-DiT": ("2",), "SiT": ("2", "4", "8")}
 
+
+class ModelName(NamedTuple):
+    """A registry name in parts: ModelName("ELIT-DiT", "B", "2", "-wide-groups") is 'ELIT-DiT-B/2-wide-groups'."""
+
+    family: str
+    size: str
+    patch: str
+    suffix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.family}-{self.size}/{self.patch}{self.suffix}"
+
+
 _registry: dict[str, Callable[..., nn.Module]] = {}
+_structure: dict[str, ModelName] = {}  # names registered in parts (the ones resize_model can resize)
 _entry_points_loaded = False
+_plugin_error: UserError | None = None  # a broken plugin, reported by every lookup that needs the plugins
 
 
-def register_model(name: str, factory: Callable[..., nn.Module] | None = None):
+def register_model(name: str | ModelName, factory: Callable[..., nn.Module] | None = None):
     """Register `factory(**kwargs) -> nn.Module` under `name`; usable as a decorator.
 
     The factory receives the overrides given to `create_model` plus
     `input_size` (latent spatial size) and must return a model with
     `forward(x, t, y, budget=None)`, `in_channels`, `num_classes` and `macs()`.
+    A `ModelName` registers the name with its parts, so suites can resize it.
     """
+    key = str(name)
+
     def add(fn):
-        if name in _registry and _registry[name] is not fn:
-            raise UserError(f"model name {name!r} is already registered")
-        _registry[name] = fn
+        if key in _registry and _registry[key] is not fn:
+            raise UserError(f"model name {key!r} is already registered")
+        _registry[key] = fn
+        if isinstance(name, ModelName):
+            _structure[key] = name
         return fn
     return add(factory) if factory is not None else add
 
 
 def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        hook = ep.load()
-        if callable(hook):
-            hook()
+    """Run each installed plugin of the group once; a broken one is a one-line error naming it."""
+    global _entry_points_loaded, _plugin_error
+    if not _entry_points_loaded:
+        _entry_points_loaded = True  # before loading: a plugin's own create_model call must not load it again
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                hook = ep.load()
+                if callable(hook):
+                    hook()
+            except Exception as exc:  # any failure of outside code, reported with the plugin's name
+                dist = f" from {ep.dist.name}" if getattr(ep, "dist", None) else ""
+                _plugin_error = UserError(f"model plugin {ep.name!r} ({ep.value}{dist}, entry point group "
+                                          f"{ENTRY_POINT_GROUP}) failed to load: {type(exc).__name__}: {exc}; "
+                                          "fix or uninstall it")
+                break
+    if _plugin_error is not None:
+        raise _plugin_error
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -69,7 +103,8 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def resolve_factory(name: str) -> Callable[..., nn.Module]:
     """A registered name, or `package.module:callable` for a variant from the user's own code."""
-    _load_entry_points()
+    if name not in _registry:
+        _load_entry_points()
     if name in _registry:
         return _registry[name]
     if ":" in name:
@@ -81,6 +116,26 @@ def resolve_factory(name: str) -> Callable[..., nn.Module]:
     close = [n for n in _registry if name.lower() in n.lower()] or sorted(_registry)
     raise UserError(f"unknown model {name!r}; valid choices include: {', '.join(sorted(close))} "
                     "(`elit-bench models` lists all; `module:factory` names your own)")
+
+
+def resize_model(name: str, size: str) -> str:
+    """The same registered model at another size: ('ELIT-DiT-XL/2', 'B') -> 'ELIT-DiT-B/2'.
+
+    Only names registered as a `ModelName` have a size, and the resized name must be registered too;
+    anything else is a UserError naming the model (never a silently invented name).
+    """
+    if name not in _structure:
+        _load_entry_points()
+    parts = _structure.get(name)
+    if parts is None:
+        raise UserError(f"model {name!r} cannot be resized to size {size!r}: it is not registered as a "
+                        "ModelName(family, size, patch, suffix); register it that way at every size, or give "
+                        "the scale's runs their model explicitly")
+    resized = str(parts._replace(size=size))
+    if resized not in _registry:
+        raise UserError(f"model {name!r} at size {size!r} would be {resized!r}, which is not registered "
+                        "(`elit-bench models` lists the registered names)")
+    return resized
 
 
 def create_model(name: str, resolution: int = 256, **overrides) -> nn.Module:
@@ -138,7 +193,7 @@ def _factory(backbone_cls, size: str, patch, elit: bool):
 for _family, _cls in BACKBONES.items():
     for _size in SIZES:
         for _ptag in FAMILY_PATCHES[_family]:
-            _name = f"{_family}-{_size}/{_ptag}"
-            register_model(_name, _factory(_cls, _size, PATCHES[_ptag], elit=False))
+            register_model(ModelName(_family, _size, _ptag), _factory(_cls, _size, PATCHES[_ptag], elit=False))
             if _family != "MultiPatch-DiT":
-                register_model(f"ELIT-{_name}", _factory(_cls, _size, PATCHES[_ptag], elit=True))
+                register_model(ModelName(f"ELIT-{_family}", _size, _ptag),
+                               _factory(_cls, _size, PATCHES[_ptag], elit=True))

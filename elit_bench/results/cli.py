@@ -24,24 +24,27 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_leaderboard)
 
 
-def _frame(args):
+def _load(args):
+    """(suite, its report kind, the records as that kind needs them) for one command: the suite is loaded and
+    checked once, and its runs expanded once (`Suite.runs` keeps its expansions) however many parts the report has."""
     from elit_bench.checkpoint import check_output
     from elit_bench.results.records import load_records
-    from elit_bench.results.report import suite_frame
-    from elit_bench.suites.cli import default_scale
+    from elit_bench.results.reports import kind_of
+    from elit_bench.suites.options import default_scale
     from elit_bench.suites.spec import load_suite
 
     suite = load_suite(args.suite)
+    kind = kind_of(suite)
     records = load_records(args.out, suite.name, args.scale)
     if args.scale is None:  # one scale per table: never rows of two scales side by side
         args.scale = default_scale(suite, "showing", {r["scale"] for r in records})
         records = [r for r in records if r["scale"] == args.scale]
-    frame = suite_frame(suite, records) if records else None
+    frame = kind.frame(suite, records) if records else None
     if frame is None or frame.empty:
         raise UserError(f"no records for suite {suite.name!r} under {str(args.out)!r}"
                         + (f" at scale {args.scale!r}" if args.scale else "") + f": run `elit-bench run {args.suite}` first")
     check_output(_dest(args, suite), "--dest")
-    return suite, frame
+    return suite, kind, frame
 
 
 def _dest(args, suite) -> Path:
@@ -49,20 +52,16 @@ def _dest(args, suite) -> Path:
 
 
 def cmd_table(args) -> int:
-    from elit_bench.results.report import write_table
-
-    suite, frame = _frame(args)
-    md, paths = write_table(suite, frame, _dest(args, suite))
+    suite, kind, frame = _load(args)
+    md, paths = kind.write(suite, frame, _dest(args, suite))
     print(md)
     print("wrote " + " and ".join(map(str, paths)))
     return 0
 
 
 def cmd_plot(args) -> int:
-    from elit_bench.results.report import draw_plot
-
-    suite, frame = _frame(args)
-    for path in draw_plot(suite, frame, _dest(args, suite) / "figure"):
+    suite, kind, frame = _load(args)
+    for path in kind.draw(suite, frame, _dest(args, suite) / "figure"):
         print(f"wrote {path}")
     return 0
 

@@ -50,7 +50,6 @@ from elit_bench.checkpoint import (
     atomic_write,
     file_sha256,
     load_checkpoint,
-    model_from_checkpoint,
 )
 from elit_bench.errors import UserError, choices_error
 from elit_bench.flow.guidance import (
@@ -64,6 +63,7 @@ from elit_bench.flow.guidance import (
 from elit_bench.flow.sampling import DEFAULT_STEPS, check_solver, solve, time_grid
 from elit_bench.flow.schedules import resolve_budgets
 from elit_bench.flow.teacache import check_threshold
+from elit_bench.models import model_from_checkpoint
 from elit_bench.models.precision import DEFAULT_SAMPLE_PRECISION, SAMPLE_PRECISIONS, sample_precision
 from elit_bench.provenance import provenance
 from elit_bench.sampling.decode import Decoder
@@ -230,7 +230,7 @@ def _json_normal(obj):
     return json.loads(json.dumps(obj))
 
 
-def check_out_dir(out: Path, settings: dict) -> None:
+def check_same_set(out: Path, settings: dict) -> None:
     """UserError if OUT holds another set, or samples that are not a set."""
     path = out / SETTINGS
     if path.exists():
@@ -344,7 +344,7 @@ def save_grid(path: Path, images: np.ndarray) -> None:
 
 def ensure_grid(out) -> Path | None:
     """OUT/grid.png of a finished set, drawn from the first samples of samples.npz if missing; None without samples."""
-    from elit_bench.metrics.sources import NpzSamples
+    from elit_bench.data.samples import NpzSamples
 
     out = Path(out)
     if not (out / GRID).is_file():
@@ -379,7 +379,7 @@ def generate(checkpoint, out, seeds: list[int], recipe: Recipe, ema: bool = True
         "ema": bool(ema and has_ema), **asdict(recipe), "seeds": format_seeds(seeds),
     })
     decoder = Decoder(config.get("data"), procs.device)
-    check_out_dir(out, settings)
+    check_same_set(out, settings)
     record = procs.broadcast(verified_record(out) if procs.is_main else None)
     if procs.is_main:
         remove_stale(out, complete=record is not None)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from elit_bench.suites.cli import DEFAULT_OUT
+from elit_bench.suites.options import DEFAULT_OUT, default_scale, parse_sets
 
 
 def run_suite(name: str, scale: str | None = None, overrides: Sequence[str] = (), out=DEFAULT_OUT,
@@ -25,7 +25,6 @@ def run_suite(name: str, scale: str | None = None, overrides: Sequence[str] = ()
     launcher_options as in `make_launcher` (e.g. launcher="slurm", gpus=8, partition="gpu"). Bad input
     raises `UserError` before anything runs, so does another run writing into OUT/<suite>/<scale> (`suites.lock`); failed runs raise RuntimeError after the others finished.
     """
-    from elit_bench.suites.cli import default_scale, parse_sets
     from elit_bench.suites.launchers import make_launcher
     from elit_bench.suites.lock import run_lock
     from elit_bench.suites.runner import run_all

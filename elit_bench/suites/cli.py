@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from elit_bench.errors import UserError
-
-log = logging.getLogger(__name__)
-
-DEFAULT_OUT = "runs"
-# scales, cheapest first: what a command without --scale picks. `cpu` (claims) is sized to separate
-# effects, so it costs more than a `smoke` test; no suite has both today.
-CHEAPEST_FIRST = ("smoke", "cpu", "proxy", "paper")
+from elit_bench.suites.options import DEFAULT_OUT, default_scale, parse_sets
 
 
 def register(sub) -> None:
@@ -90,25 +83,6 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def parse_sets(items: list[str]) -> tuple[dict, dict]:
-    """`--set` items -> (config overrides, variables); the keys are checked when the suite expands."""
-    from elit_bench.suites.spec import set_dotted
-    from elit_bench.training.config import parse_yaml
-
-    overrides, variables = {}, {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {item!r} must look like KEY=VALUE, e.g. train.steps=200")
-        if key.startswith("var."):
-            variables[key[4:]] = raw
-            continue
-        if key.split(".")[0] not in ("train", "sample", "metrics"):
-            raise UserError(f"--set {item!r}: keys start with train., sample., metrics. or var.")
-        set_dotted(overrides, key, parse_yaml(raw, f"the value of --set {item!r}"))
-    return overrides, variables
-
-
 def expand(args, strict: bool = True, doing: str = "running"):
     from elit_bench.suites.spec import load_suite
 
@@ -116,21 +90,6 @@ def expand(args, strict: bool = True, doing: str = "running"):
     scale = args.scale or default_scale(suite, doing)
     overrides, variables = parse_sets(args.sets)
     return suite, scale, suite.runs(scale, overrides, variables, strict_variables=strict)
-
-
-def default_scale(suite, doing: str, among=None) -> str | None:
-    """The cheapest scale of `suite` (of those in `among`, when given; None if none is), said in one line.
-
-    doing: the verb of the line ("running", "showing")."""
-    scales = [s for s in CHEAPEST_FIRST if s in suite.raw["scales"] and (among is None or s in among)]
-    if not scales:
-        return None
-    scale = scales[0]
-    hint = ("--scale paper for the paper's settings" if scale != "paper" and "paper" in suite.raw["scales"] else
-            f"its scales: {', '.join(suite.raw['scales'])}")
-    log.info("no --scale given: %s the cheapest scale of %s%s, %r; %s", doing, suite.name,
-             " with records" if among is not None else "", scale, hint)
-    return scale
 
 
 def cmd_suites(args) -> int:
@@ -157,20 +116,19 @@ def cmd_suites(args) -> int:
 
 def plan_run(run) -> dict:
     """TF per iteration, total FLOPs and ratios to the other runs of one run, from the analytic model (no data)."""
-    from elit_bench.suites.spec import run_model
+    from elit_bench.suites.spec import CheckpointRun, ComputeRun
     from elit_bench.training.config import expected_train_tflops
 
-    if run.compute:
+    if isinstance(run, ComputeRun):
         return {"run": run.id, "label": run.label, "model": run.compute.get("model", "-"), "compute": run.compute,
                 "batch": "-", "steps": "-", "train_tflops_per_iter": 0.0, "train_total_pflops": 0.0, "evals": 0,
                 "samples": 0}
-    if run.checkpoint:
+    samples = sum(e.metrics_settings.num_samples for e in run.evals)
+    if isinstance(run, CheckpointRun):
         return {"run": run.id, "label": run.label, "model": run.checkpoint, "batch": "-", "steps": "-",
-                "train_tflops_per_iter": 0.0, "train_total_pflops": 0.0, "evals": len(run.evals),
-                "samples": sum(int(e.metrics.get("num_samples", 64)) for e in run.evals)}
-    model, cfg = run_model(run.train)
-    tf = expected_train_tflops(model, cfg)
-    samples = sum(int(e.metrics.get("num_samples", 64)) for e in run.evals)
+                "train_tflops_per_iter": 0.0, "train_total_pflops": 0.0, "evals": len(run.evals), "samples": samples}
+    cfg = run.model_args[2]
+    tf = expected_train_tflops(run.meta_model(), cfg)
     return {"run": run.id, "label": run.label, "model": cfg["model"], "seed": cfg["seed"], "batch": cfg["batch"],
             "steps": cfg["steps"], "budget_range": cfg.get("budget_range") or ("1:J" if cfg.get("multi_budget") else "full"),
             "train_tflops_per_iter": tf, "train_total_pflops": tf * cfg["steps"] / 1e3,
@@ -206,7 +164,7 @@ def cmd_run(args) -> int:
     with run_lock(Path(args.out) / suite.name / scale, args.launcher, args.nodes, args.wait_lock, args.command_line):
         code = run_all(runs, args.out, launcher, progress=not (args.no_progress or args.quiet))
         if code == 0 and runs:
-            from elit_bench.results.report import write_report
+            from elit_bench.results.reports import write_report
 
             for path in write_report(suite, args.out, scale):
                 print(f"wrote {path}")

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import torch
 
 from elit_bench.errors import UserError
+from elit_bench.suites.spec import CheckpointRun, ComputeRun, TrainingRun
 
 WARMUP_STEPS = 1
 TIMED_STEPS = 2
@@ -105,8 +106,8 @@ def time_train_step(name: str, kwargs: dict, cfg: dict, variant: tuple, batch: i
         t = sample_timesteps(batch, cfg.get("timesteps", "logit_normal"), cfg.get("timestep_mean", 0.0),
                              cfg.get("timestep_std", 1.0), generator=gen)
         noise = torch.randn(x.shape, generator=gen, device=device)
-        optimization_step(model, model, ema, optimizer, autocast, x, y, t, noise, None, cfg.get("grad_clip"),
-                          0.999, **forward)
+        optimization_step(model, model, ema, optimizer, autocast, x1=x, y=y, t=t, noise=noise,
+                          grad_clip=cfg.get("grad_clip"), ema_decay=0.999, **forward)
 
     with torch.random.fork_rng(devices=[]):
         for _ in range(WARMUP_STEPS):
@@ -179,30 +180,23 @@ def forward_flops_of(model, budget, patch) -> float:
     return float(forward_flops(model, budget, patch_size=patch))
 
 
-def _train_config(run) -> Config:
+def _train_config(run: TrainingRun) -> Config:
     from elit_bench.flops import TRAIN_MULTIPLIER
-    from elit_bench.models import create_model
-    from elit_bench.suites.spec import model_args
     from elit_bench.training.config import training_variants, variant_batches
 
-    name, kwargs, cfg = model_args(run.train)
-    with torch.device("meta"):
-        model = create_model(name, **kwargs)
+    name, kwargs, cfg = run.model_args
+    model = run.meta_model()
     variants = training_variants(model, cfg)
     batches = variant_batches(model, variants, cfg["batch"], cfg["batch_mode"])
     flops = [forward_flops_of(model, b, p) * TRAIN_MULTIPLIER * n for (b, p), n in zip(variants, batches)]
     return Config(run.label, name, kwargs, cfg, model, variants, batches, flops)
 
 
-def _checkpoint_config(run) -> Config:
+def _checkpoint_config(run: CheckpointRun) -> Config:
     from elit_bench.checkpoint import checkpoint_config
-    from elit_bench.models import create_model
 
     config, _ = checkpoint_config(run.checkpoint)
-    kwargs = dict(config.get("model_kwargs", {}))
-    with torch.device("meta"):
-        model = create_model(config["model"], **kwargs)
-    return Config(run.label, config["model"], kwargs, None, model)
+    return Config(run.label, config["model"], dict(config.get("model_kwargs", {})), None, run.meta_model())
 
 
 def _cost_key(config: Config) -> str:
@@ -216,15 +210,13 @@ def sample_plan(run, model) -> list[dict]:
     import dataclasses
 
     from elit_bench.sampling.generate import prepare
-    from elit_bench.schema import MetricsSettings, SampleSettings
 
     out = []
     for ev in run.evals:
-        sample, metrics = SampleSettings(**ev.sample), MetricsSettings(**ev.metrics)
+        sample, n = ev.sample_settings, ev.metrics_settings.num_samples
         recipe = dataclasses.replace(sample.recipe(getattr(model, "max_budget", None)), teacache=None)
         setup = prepare(model, recipe)
         passes = Counter((p.budget, recipe.patch_size) for e in setup.plan for p in e.passes)
-        n = metrics.num_samples
         out.append({"label": ev.label, "samples": n, "batch": min(sample.batch, n),
                     "batches": math.ceil(n / sample.batch), "passes": dict(passes),
                     "flops_per_sample": float(setup.flops_per_sample)})
@@ -252,8 +244,8 @@ def _measure_train(config: Config, device, rates: Rates) -> None:
     """Time the cheapest and the costliest variant; the mean step over the variants, linear in FLOPs between."""
     order = sorted(range(len(config.variants)), key=lambda i: config.step_flops[i])
     ends = list(dict.fromkeys([order[0], order[-1]]))
-    seconds = {i: time_train_step(config.name, config.kwargs, config.cfg, config.variants[i], config.batches[i],
-                                  device) for i in ends}
+    seconds = {i: time_train_step(name=config.name, kwargs=config.kwargs, cfg=config.cfg, variant=config.variants[i],
+                                  batch=config.batches[i], device=device) for i in ends}
     lo, hi = ends[0], ends[-1]
     f_lo, f_hi = config.step_flops[lo], config.step_flops[hi]
     if hi == lo or f_hi == f_lo:
@@ -269,17 +261,15 @@ def _measure_forward(config: Config, plans: list[dict], device, rates: Rates) ->
         for budget, patch in plan["passes"]:
             key = (budget, patch, plan["batch"])
             if key not in config.forward:
-                config.forward[key] = time_forward(config.name, config.kwargs, budget, patch, plan["batch"], device)
+                config.forward[key] = time_forward(name=config.name, kwargs=config.kwargs, budget=budget, patch=patch,
+                                                   batch=plan["batch"], device=device)
                 rates.add_forward(forward_flops_of(config.model, budget, patch) * plan["batch"], config.forward[key],
                                   config.label)
 
 
 def _probe(device, rates: Rates) -> None:
     """Rates from a small model, when even the smallest configuration of the suite is too big to time."""
-    from elit_bench.suites.spec import RunSpec
-
-    run = RunSpec("probe", "probe", PROBE_LABEL, None, dict(PROBE))
-    config = _train_config(run)
+    config = _train_config(TrainingRun("probe", "probe", PROBE_LABEL, train=dict(PROBE)))
     _measure_train(config, device, rates)
     plan = {"batch": PROBE["batch"], "passes": {(None, None): 1}}
     _measure_forward(config, [plan], device, rates)
@@ -303,84 +293,114 @@ def _remaining_steps(run, out, steps: int) -> tuple[int, str]:
     return max(0, steps - int(done or 0)), f"resumes at step {done}"
 
 
-def estimate_runs(runs, out=None, device=None) -> dict:
-    """{"runs": {run id: estimate}, "total_seconds", "device", "threads", ...}; see the module docstring."""
+@dataclass
+class Costs:
+    """What the runs of a suite cost to run: each distinct model configuration once (`Config`), the sample plan
+    of each run's evaluations, and why a run is not estimated."""
+
+    configs: dict = field(default_factory=dict)  # cost key -> Config
+    key_of: dict = field(default_factory=dict)  # run id -> cost key
+    plans: dict = field(default_factory=dict)  # run id -> `sample_plan`
+    notes: dict = field(default_factory=dict)  # run id -> why it is not estimated
+
+    @classmethod
+    def of(cls, runs) -> Costs:
+        costs = cls()
+        for run in runs:
+            if isinstance(run, ComputeRun):
+                continue
+            try:
+                config = _train_config(run) if isinstance(run, TrainingRun) else _checkpoint_config(run)
+            except UserError as exc:  # e.g. a checkpoint named by a variable that is not set
+                costs.notes[run.id] = f"not estimated: {exc}"
+                continue
+            key = _cost_key(config)
+            config = costs.configs.setdefault(key, config)
+            costs.key_of[run.id] = key
+            costs.plans[run.id] = sample_plan(run, config.model)
+        return costs
+
+    def plans_of(self, config: Config) -> list[dict]:
+        return [p for rid, key in self.key_of.items() if self.configs[key] is config for p in self.plans[rid]]
+
+
+def _should_time(config: Config, worst_forward: float, rates: Rates, device) -> bool:
+    """Time a configuration when its step and forwards are predicted to take at most MAX_TIMED_SECONDS at the rates
+    measured so far; before any rate, when its FLOPs are under FIRST_TIMED_FLOPS (else a probe sets the rates)."""
+    if rates.train is None and rates.forward is None:
+        cap = FIRST_TIMED_FLOPS.get(device.type, FIRST_TIMED_FLOPS["cpu"])
+        if config.max_step_flops <= cap and worst_forward <= cap:
+            return True
+        _probe(device, rates)
+        return False
+    trains = config.cfg is not None
+    predicted = max(config.max_step_flops / rates.train if trains and rates.train else 0.0,
+                    worst_forward / rates.forward if rates.forward else 0.0)
+    return predicted <= MAX_TIMED_SECONDS
+
+
+def _time_configs(costs: Costs, device, rates: Rates) -> None:
+    """Time (or extrapolate) every configuration, smallest first: the rate of what was timed decides whether the
+    next is timed or extrapolated."""
+    for config in sorted(costs.configs.values(), key=lambda c: (c.max_step_flops, c.label)):
+        plans = costs.plans_of(config)
+        worst_forward = max((forward_flops_of(config.model, b, pt) * p["batch"] for p in plans
+                             for b, pt in p["passes"]), default=0.0)
+        trains = config.cfg is not None
+        if _should_time(config, worst_forward, rates, device):
+            if trains:
+                _measure_train(config, device, rates)
+            _measure_forward(config, plans, device, rates)
+            continue
+        config.how = "extrapolated"
+        config.source = rates.train_source if trains else rates.forward_source
+        if trains:
+            config.step_seconds = config.mean_step_flops / rates.train
+
+
+def _eval_estimate(plan: dict, config: Config, rates: Rates) -> dict:
+    """One evaluation's sampling time: its batches times the timed forwards, or its FLOPs at the forward rate."""
+    if config.how == "measured":
+        per_batch = sum(count * config.forward[(b, pt, plan["batch"])] for (b, pt), count in plan["passes"].items())
+        seconds = plan["batches"] * per_batch
+    else:
+        seconds = plan["samples"] * plan["flops_per_sample"] / rates.forward
+    return {"label": plan["label"], "seconds": seconds, "samples": plan["samples"], "batch": plan["batch"],
+            "batches": plan["batches"], "passes_per_batch": sum(plan["passes"].values())}
+
+
+def _not_estimated(run, why: str) -> dict:
+    return {"label": run.label, "how": why, "seconds": 0.0, "train_seconds": 0.0, "sample_seconds": 0.0}
+
+
+def _run_estimate(run, costs: Costs, rates: Rates, out, device) -> dict:
+    """A run's estimate: its remaining training steps and its sample sets (0 when it is done)."""
     from elit_bench.suites.runner import is_done
 
+    if isinstance(run, ComputeRun):
+        return _not_estimated(run, "not estimated: a measurement without training")
+    if run.id in costs.notes:
+        return _not_estimated(run, costs.notes[run.id])
+    config = costs.configs[costs.key_of[run.id]]
+    evals = [_eval_estimate(plan, config, rates) for plan in costs.plans[run.id]]
+    steps = config.cfg["steps"] if config.cfg is not None else 0
+    steps_left, resumes = _remaining_steps(run, out, steps) if steps else (0, "")
+    done = out is not None and is_done(out, run)
+    train_seconds = 0.0 if done else steps_left * (config.step_seconds or 0.0)
+    sample_seconds = 0.0 if done else sum(e["seconds"] for e in evals)
+    return {"label": run.label, "how": "done" if done else config.how, "extrapolated_from": config.source or None,
+            "device": str(device), "step_seconds": config.step_seconds, "steps": steps,
+            "steps_left": 0 if done else steps_left, "resumes": resumes or None, "train_seconds": train_seconds,
+            "sample_seconds": sample_seconds, "seconds": train_seconds + sample_seconds, "evals": evals}
+
+
+def estimate_runs(runs, out=None, device=None) -> dict:
+    """{"runs": {run id: estimate}, "total_seconds", "device", "threads", ...}; see the module docstring."""
     device = torch.device(device) if device is not None else default_device()
-    rates = Rates()
-    configs, run_config, plans, notes = {}, {}, {}, {}
-    for run in runs:
-        if run.compute:
-            continue
-        try:
-            config = _train_config(run) if run.trains else _checkpoint_config(run)
-        except UserError as exc:  # e.g. a checkpoint named by a variable that is not set
-            notes[run.id] = f"not estimated: {exc}"
-            continue
-        key = _cost_key(config)
-        config = configs.setdefault(key, config)
-        run_config[run.id] = key
-        plans[run.id] = sample_plan(run, config.model)
-    # smallest first: the rate of what was timed decides whether the next is timed or extrapolated
-    ordered = sorted(configs.values(), key=lambda c: (c.max_step_flops, c.label))
-    first_cap = FIRST_TIMED_FLOPS.get(device.type, FIRST_TIMED_FLOPS["cpu"])
-    for config in ordered:
-        config_plans = [p for rid, key in run_config.items() if configs[key] is config for p in plans[rid]]
-        worst_forward = max((forward_flops_of(config.model, b, pt) * p["batch"] for p in config_plans
-                             for b, pt in p["passes"]), default=0.0)
-        if rates.train is None and rates.forward is None:
-            timed = config.max_step_flops <= first_cap and worst_forward <= first_cap
-            if not timed:
-                _probe(device, rates)
-        else:
-            predicted = max(config.max_step_flops / rates.train if config.cfg is not None and rates.train else 0.0,
-                            worst_forward / rates.forward if rates.forward else 0.0)
-            timed = predicted <= MAX_TIMED_SECONDS
-        if timed:
-            if config.cfg is not None:
-                _measure_train(config, device, rates)
-            _measure_forward(config, config_plans, device, rates)
-        else:
-            config.how = "extrapolated"
-            config.source = rates.train_source if config.cfg is not None else rates.forward_source
-            if config.cfg is not None:
-                config.step_seconds = config.mean_step_flops / rates.train
-    result = {}
-    for run in runs:
-        if run.compute:
-            result[run.id] = {"label": run.label, "how": "not estimated: a measurement without training",
-                              "seconds": 0.0, "train_seconds": 0.0, "sample_seconds": 0.0}
-            continue
-        if run.id in notes:
-            result[run.id] = {"label": run.label, "how": notes[run.id], "seconds": 0.0, "train_seconds": 0.0,
-                              "sample_seconds": 0.0}
-            continue
-        config = configs[run_config[run.id]]
-        evals = []
-        for plan in plans[run.id]:
-            if config.how == "measured":
-                per_batch = sum(count * config.forward[(b, pt, plan["batch"])] for (b, pt), count in
-                                plan["passes"].items())
-                seconds = plan["batches"] * per_batch
-            else:
-                seconds = plan["samples"] * plan["flops_per_sample"] / rates.forward
-            evals.append({"label": plan["label"], "seconds": seconds, "samples": plan["samples"],
-                          "batch": plan["batch"], "batches": plan["batches"],
-                          "passes_per_batch": sum(plan["passes"].values())})
-        steps = config.cfg["steps"] if config.cfg is not None else 0
-        steps_left, resumes = _remaining_steps(run, out, steps) if steps else (0, "")
-        done = out is not None and is_done(out, run)
-        train_seconds = 0.0 if done else steps_left * (config.step_seconds or 0.0)
-        sample_seconds = 0.0 if done else sum(e["seconds"] for e in evals)
-        result[run.id] = {"label": run.label, "how": "done" if done else config.how,
-                          "extrapolated_from": config.source or None, "device": str(device),
-                          "step_seconds": config.step_seconds, "steps": steps, "steps_left": 0 if done else steps_left,
-                          "resumes": resumes or None, "train_seconds": train_seconds,
-                          "sample_seconds": sample_seconds, "seconds": train_seconds + sample_seconds,
-                          "evals": evals}
-    total = sum(r["seconds"] for r in result.values())
-    return {"runs": result, "total_seconds": total,
+    rates, costs = Rates(), Costs.of(runs)
+    _time_configs(costs, device, rates)
+    result = {run.id: _run_estimate(run, costs, rates, out=out, device=device) for run in runs}
+    return {"runs": result, "total_seconds": sum(r["seconds"] for r in result.values()),
             "train_seconds": sum(r["train_seconds"] for r in result.values()),
             "sample_seconds": sum(r["sample_seconds"] for r in result.values()),
             "device": str(device), "threads": torch.get_num_threads(),
@@ -390,21 +410,15 @@ def estimate_runs(runs, out=None, device=None) -> dict:
 def estimate_memory(runs, gpu_gb: float = 80.0, world: int = 1) -> dict:
     """{run id: memory plan} of every training run on GPUs of `gpu_gb` GB (1e9 bytes), `world` processes:
     peak_gib, micro_batch, accumulation (micro-batches per step and GPU), checkpointing, fits, and the parts."""
-    from elit_bench.models import create_model
-    from elit_bench.suites.spec import model_args
     from elit_bench.training.memory import GiB, run_memory_plan
 
     out = {}
-    for run in runs:
-        if not run.trains:
-            continue
-        name, kwargs, cfg = model_args(run.train)
+    for run in (r for r in runs if isinstance(r, TrainingRun)):
+        name, kwargs, cfg = run.model_args
         if cfg["batch"] % world:  # training would refuse it: say so in the plan
             out[run.id] = {"error": f"batch {cfg['batch']} is not divisible by {world} processes"}
             continue
-        with torch.device("meta"):
-            model = create_model(name, **kwargs)
-        plan = run_memory_plan(name, kwargs, model, cfg, world, gpu_gb * 1e9)
+        plan = run_memory_plan(name, kwargs, run.meta_model(), cfg, world, gpu_gb * 1e9)
         out[run.id] = {"peak_gib": plan.peak / GiB, "state_gib": plan.state / GiB,
                        "activations_gib": plan.activations / GiB, "usable_gib": plan.capacity / GiB,
                        "micro_batch": plan.micro_batch, "rank_batch": plan.per_rank_batch,

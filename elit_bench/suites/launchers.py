@@ -11,19 +11,17 @@ The same suite file runs under any of them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 from elit_bench import distributed
 from elit_bench.errors import UserError, choices_error
 from elit_bench.suites.runner import describe_failure, execute_run
-from elit_bench.suites.spec import EvalSpec, RunSpec
+from elit_bench.suites.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +29,11 @@ LAUNCHERS = ("local", "torchrun", "slurm")
 
 
 def spec_to_json(run: RunSpec) -> str:
-    return json.dumps(asdict(run))
+    return run.to_json()
 
 
 def spec_from_json(text: str) -> RunSpec:
-    raw = json.loads(text)
-    raw["evals"] = [EvalSpec(**e) for e in raw["evals"]]
-    return RunSpec(**raw)
+    return RunSpec.from_json(text)
 
 
 class LocalLauncher:

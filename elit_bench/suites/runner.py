@@ -34,7 +34,6 @@ import logging
 import os
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +42,10 @@ from elit_bench import distributed
 from elit_bench.checkpoint import atomic_write, checkpoint_config
 from elit_bench.errors import UserError
 from elit_bench.provenance import provenance
-from elit_bench.sampling.generate import write_npz
-from elit_bench.schema import MetricsSettings, SampleSettings
-from elit_bench.suites.spec import EvalSpec, RunSpec, checkpoint_model
-from elit_bench.training.config import expected_train_tflops, fill_defaults
+from elit_bench.record import Record
+from elit_bench.suites.floor import digits_reference
+from elit_bench.suites.spec import CheckpointRun, ComputeRun, EvalSpec, RunSpec, TrainingRun
+from elit_bench.training.config import expected_train_tflops
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +59,14 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=str)))
 
 
-def read_record(path: Path, run: RunSpec, eval_id: str) -> dict | None:
-    """The record at `path` if it reads as this evaluation's record (a JSON object naming the run and the
-    evaluation, with its metrics); None when it is missing or damaged, so that the evaluation runs again."""
+def current_record(path: Path, run: RunSpec, eval_id: str) -> Record | None:
+    """The record at `path` if it reads as this evaluation's record (`Record.read`, naming the run and the
+    evaluation); None when it is missing or damaged, so that the evaluation runs again."""
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        record = Record.read(path)
+    except UserError:
         return None
-    if not (isinstance(record, dict) and record.get("run_id") == run.id and record.get("eval_id") == eval_id
-            and isinstance(record.get("metrics"), dict)):
-        return None
-    return record
+    return record if (record.run_id, record.eval_id) == (run.id, eval_id) else None
 
 
 def is_done(out, run: RunSpec) -> bool:
@@ -82,22 +78,10 @@ def is_done(out, run: RunSpec) -> bool:
         covered, step = set(done["evals"]), done.get("step")
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    steps = fill_defaults(run.train)["steps"] if run.trains else None
-    promised = ["compute"] if run.compute else [e.id for e in run.evals]
+    steps = run.config["steps"] if isinstance(run, TrainingRun) else None
+    promised = ["compute"] if isinstance(run, ComputeRun) else [e.id for e in run.evals]
     return ({e.id for e in run.evals} <= covered and (steps is None or (step or 0) >= steps)
-            and all(read_record(rdir / RECORDS / f"{i}.json", run, i) is not None for i in promised))
-
-
-def digits_reference(out: Path, resolution: int, video: bool = False) -> Path:
-    """Held-out embedded digits (or moving-digits clips) as an ADM-layout .npz: the smoke scales' real set."""
-    from elit_bench.data.digits import digits_uint8, moving_digits_uint8
-
-    path = Path(out) / "reference" / f"{'moving-' if video else ''}digits-{resolution}px-heldout.npz"
-    if not path.is_file():
-        images, labels = (moving_digits_uint8 if video else digits_uint8)(resolution, split="heldout")
-        arr = np.repeat(images.numpy()[..., None], 3, axis=-1)
-        write_npz(path, arr_0=arr, arr_1=labels.numpy())
-    return path
+            and all(current_record(rdir / RECORDS / f"{i}.json", run, i) is not None for i in promised))
 
 
 def checkpoint_for(rdir: Path, ev: EvalSpec, last_step: int, given: str | None = None) -> tuple[Path, int]:
@@ -105,13 +89,13 @@ def checkpoint_for(rdir: Path, ev: EvalSpec, last_step: int, given: str | None =
     curves) or the last one."""
     if given:
         return Path(given), last_step
-    step = ev.sample.get("checkpoint_step")
+    step = ev.sample_settings.checkpoint_step
     ckpts = rdir / "train" / "checkpoints"
     return (ckpts / f"step_{int(step):07d}.pt", int(step)) if step else (ckpts / "last.pt", last_step)
 
 
 def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: int, progress: bool,
-             training: dict | None = None) -> dict:
+             training: dict | None = None) -> Record:
     """Sample the evaluation's set from the checkpoint of `step` and compute its metrics -> the result record.
 
     Every rank of the job calls it and gets the record: sampling and feature extraction shard over the ranks,
@@ -125,9 +109,10 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
     from elit_bench.training.config import build_meta_model
 
     job = distributed.join()
-    ckpt, step = checkpoint_for(rdir, ev, step, run.checkpoint)
-    sample, metrics = SampleSettings(**ev.sample), MetricsSettings(**ev.metrics)  # validated when the suite expanded
-    model = checkpoint_model(run.checkpoint) if run.checkpoint else build_meta_model(train_config)
+    given = run.checkpoint if isinstance(run, CheckpointRun) else None
+    ckpt, step = checkpoint_for(rdir, ev, step, given)
+    sample, metrics = ev.sample_settings, ev.metrics_settings
+    model = run.meta_model() if given else build_meta_model(train_config)
     edir = rdir / EVALS / ev.id / f"step-{step}"
     seeds = noise_seeds(int(train_config.get("seed", 0)), metrics.num_samples)  # the training seed's noise block
     sample_record = generate(ckpt, edir, seeds, sample.recipe(model.max_budget),
@@ -146,38 +131,36 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
     # the features behind its Frechet metrics go beside the record, the reference's once per output folder
     features = write_features(evaluator, fake, real, metrics.names, rdir / RECORDS / f"{ev.id}.json",
                               rdir.parents[2] / "_shared", bool(metrics.options and metrics.options.keep_features))
-    return {
-        "suite": run.suite, "scale": run.scale, "run_id": run.id, "run_label": run.label, "paper_row": run.paper_row,
-        "paper_setting": run.paper_setting, "eval_id": ev.id, "eval_label": ev.label,
-        "paper_guidance": ev.paper_guidance, "series": ev.series,
-        "model": train_config["model"], "train_step": sample_record.get("checkpoint_step"),
-        "metrics": scores, "intervals": score_intervals, "features": features,
-        "training": training, "num_samples": metrics.num_samples,
-        "sample": {k: sample_record.get(k) for k in ("steps", "sampler", "guidance", "scale", "budget",
-                                                     "guide_budget", "schedule", "teacache", "teacache_skipped",
-                                                     "seeds")},  # the noise seeds: sets that share them pair
-        "flops": {"sample_flops_per_sample": sample_record["flops_per_sample"],
-                  "forward_flops_full": forward_flops(model),
-                  "flops_vs_cfg": sample_record.get("flops_vs_cfg"),
-                  **(training_flops(train_config) if run.trains else {})},
-        "provenance": {**provenance(), "config_hash": run.config_hash, "train_config": train_config,
-                       "eval": asdict(ev), "checkpoint_sha256": sample_record.get("checkpoint_sha256"),
-                       "metrics": score_provenance},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    return Record(
+        suite=run.suite, scale=run.scale, run_id=run.id, run_label=run.label, paper_row=run.paper_row,
+        paper_setting=run.paper_setting, eval_id=ev.id, eval_label=ev.label, paper_guidance=ev.paper_guidance,
+        series=ev.series, model=train_config["model"], train_step=sample_record.get("checkpoint_step"),
+        metrics=scores, intervals=score_intervals, features=features, training=training,
+        num_samples=metrics.num_samples,
+        sample={k: sample_record.get(k) for k in ("steps", "sampler", "guidance", "scale", "budget", "guide_budget",
+                                                  "schedule", "teacache", "teacache_skipped",
+                                                  "seeds")},  # the noise seeds: sets that share them pair
+        flops={"sample_flops_per_sample": sample_record["flops_per_sample"],
+               "forward_flops_full": forward_flops(model),
+               "flops_vs_cfg": sample_record.get("flops_vs_cfg"),
+               **(training_flops(train_config) if isinstance(run, TrainingRun) else {})},
+        provenance={**provenance(), "config_hash": run.config_hash, "train_config": train_config,
+                    "eval": ev.to_dict(), "checkpoint_sha256": sample_record.get("checkpoint_sha256"),
+                    "metrics": score_provenance},
+        time=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
-def track_evaluation(rdir: Path, train_config: dict, ev: EvalSpec, record: dict) -> None:
+def track_evaluation(rdir: Path, train_config: dict, ev: EvalSpec, record: Record) -> None:
     """The record's metrics and its sample grid into the run's TensorBoard (and W&B), at the checkpoint's step."""
     from PIL import Image
 
     from elit_bench.sampling.generate import GRID
     from elit_bench.tracking import Tracker
 
-    step = record["train_step"]
+    step = record.train_step
     tracker = Tracker(rdir / "train", train_config.get("logger", "tensorboard"), train_config)
     try:
-        tracker.scalars({f"eval/{ev.label}/{name}": float(value) for name, value in record["metrics"].items()
+        tracker.scalars({f"eval/{ev.label}/{name}": float(value) for name, value in record.metrics.items()
                          if isinstance(value, (int, float))}, step)
         grid = rdir / EVALS / ev.id / f"step-{step}" / GRID
         if grid.is_file():
@@ -228,13 +211,13 @@ def training_flops(train_config: dict) -> dict:
     return {"train_tflops_per_iter": tf, "train_total_flops": tf * 1e12 * train_config["steps"]}
 
 
-def supersede_features(record: dict, old: Path, new: Path) -> dict:
+def supersede_features(record: Record, old: Path, new: Path) -> Record:
     """Move a record's feature sidecars from beside OLD to beside NEW (named after it) -> the record, its `features`
     paths pointing there."""
     from elit_bench.metrics.compute import FEATURES_SUFFIX
 
     features = {}
-    for name, sidecar in (record.get("features") or {}).items():
+    for name, sidecar in (record.features or {}).items():
         sidecar = dict(sidecar)
         target = new.with_name(f"{new.stem}.{name}{FEATURES_SUFFIX}")
         if (old.parent / sidecar["file"]).is_file():
@@ -245,53 +228,60 @@ def supersede_features(record: dict, old: Path, new: Path) -> dict:
             sidecar["reference"] = {**sidecar["reference"], "file": Path(os.path.relpath(
                 old.parent / sidecar["reference"]["file"], new.parent)).as_posix()}
         features[name] = sidecar
-    return {**record, "features": features} if features else record
+    return record.model_copy(update={"features": features}) if features else record
 
 
 def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
     """Train (or continue), evaluate and mark one run done; safe to call again after any interruption."""
-    from elit_bench.metrics.floor import write_real_data_record
-    from elit_bench.training import train
-    from elit_bench.training.config import resolve_config
-
     rdir = run_dir(out, run)
     if is_done(out, run):
         return rdir
     job = distributed.join()  # under torchrun / SLURM tasks every rank works, rank 0 writes
+    if isinstance(run, ComputeRun):
+        return execute_compute(run, rdir) if job.is_main else rdir
+    return execute_evaluations(run, rdir, progress)
+
+
+def execute_evaluations(run: TrainingRun | CheckpointRun, rdir: Path, progress: bool) -> Path:
+    """Train a training run (or continue it), then evaluate either kind at its checkpoint and write DONE."""
+    from elit_bench.suites.floor import write_real_data_record
+    from elit_bench.training import train
+    from elit_bench.training.config import resolve_config
+
+    job = distributed.join()
     main = job.is_main
-    if run.compute:
-        return execute_compute(run, rdir) if main else rdir
-    if run.checkpoint:  # evaluated as given: its config names model, data and where it came from
+    if isinstance(run, CheckpointRun):  # evaluated as given: its config names model, data and where it came from
         resolved, last_step = checkpoint_config(run.checkpoint)
+        written = {"train": {}, "checkpoint": run.checkpoint}
     else:
         config = dict(run.train, out=str(rdir / "train"), progress=progress)
-        resolved = resolve_config(config)
+        resolved, written = resolve_config(config), {"train": run.train, "checkpoint": None}
     if main:  # rewritten when the run is continued with more steps
         write_json(rdir / RUN_JSON, {"suite": run.suite, "scale": run.scale, "run_id": run.id, "label": run.label,
-                                     "config_hash": run.config_hash, "train": run.train, "resolved": resolved,
-                                     "checkpoint": run.checkpoint,
-                                     "evals": [asdict(e) | {"id": e.id} for e in run.evals], **provenance()})
-    if not run.checkpoint:
+                                     "config_hash": run.config_hash, "train": written["train"], "resolved": resolved,
+                                     "checkpoint": written["checkpoint"],
+                                     "evals": [e.to_dict() | {"id": e.id} for e in run.evals], **provenance()})
+    if isinstance(run, TrainingRun):
         last_step = train(config)["step"]
     training = None  # the training curve in brief, for the records
     for ev in run.evals:
         record_path = rdir / RECORDS / f"{ev.id}.json"
         step = checkpoint_for(rdir, ev, last_step)[1]
-        record = read_record(record_path, run, ev.id)  # missing or damaged: evaluated again
+        record = current_record(record_path, run, ev.id)  # missing or damaged: evaluated again
         job.barrier()  # every rank has read it before rank 0 moves or replaces it
-        if record is None or record.get("train_step") != step:
+        if record is None or record.train_step != step:
             if record is not None and main:  # trained further since: keep the earlier record beside, evaluate again
-                superseded = rdir / RECORDS / "superseded" / f"{ev.id}-step-{record.get('train_step')}.json"
-                write_json(superseded, supersede_features(record, record_path, superseded))
+                superseded = rdir / RECORDS / "superseded" / f"{ev.id}-step-{record.train_step}.json"
+                supersede_features(record, record_path, superseded).write(superseded)
                 record_path.unlink()
-            if training is None and run.trains:  # read once per run, and only when an evaluation needs it
+            if training is None and isinstance(run, TrainingRun):  # read once per run, when an evaluation needs it
                 training = training_summary(rdir / "train")
             record = evaluate(run, ev, rdir, resolved, last_step, progress, training)
             if main:
-                write_json(record_path, record)
+                record.write(record_path)
                 track_evaluation(rdir, resolved, ev, record)
         # the suite's `real data` record for this sample count, unless it is there already (scored by every rank)
-        write_real_data_record(rdir.parent, record)
+        write_real_data_record(rdir.parent, record, ev.metrics_settings)
         job.barrier()
     if main:
         write_json(rdir / DONE, {"evals": [e.id for e in run.evals], "step": last_step,
@@ -299,18 +289,16 @@ def execute_run(run: RunSpec, out, progress: bool = True) -> Path:
     return rdir
 
 
-def execute_compute(run: RunSpec, rdir: Path) -> Path:
+def execute_compute(run: ComputeRun, rdir: Path) -> Path:
     """A measurement without training: one record, then DONE."""
-    from elit_bench.suites.compute import run_compute
-
-    record = {"suite": run.suite, "scale": run.scale, "run_id": run.id, "run_label": run.label,
-              "paper_row": run.paper_row, "paper_setting": run.paper_setting, "eval_id": "compute",
-              "eval_label": run.compute["kind"], "paper_guidance": "", "model": run.compute.get("model", ""),
-              "metrics": run_compute(run.compute), "num_samples": None, "sample": {}, "flops": {},
-              "provenance": {**provenance(), "config_hash": run.config_hash, "compute": run.compute},
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json(rdir / RECORDS / "compute.json", record)
-    write_json(rdir / DONE, {"evals": [], "time": record["time"]})
+    settings = run.settings
+    record = Record(suite=run.suite, scale=run.scale, run_id=run.id, run_label=run.label, paper_row=run.paper_row,
+                    paper_setting=run.paper_setting, eval_id="compute", eval_label=settings.kind, paper_guidance="",
+                    model=getattr(settings, "model", ""), metrics=settings.measure(), sample={}, flops={},
+                    provenance={**provenance(), "config_hash": run.config_hash, "compute": run.compute},
+                    time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    record.write(rdir / RECORDS / "compute.json")
+    write_json(rdir / DONE, {"evals": [], "time": record.time})
     return rdir
 
 

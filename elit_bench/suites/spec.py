@@ -51,35 +51,45 @@ A run may evaluate a checkpoint it did not train, e.g. the authors' weights
 imported with `elit-bench convert`: `{label: ELIT-SiT-XL/2 (authors),
 checkpoint: "${ELIT_SIT_XL_CKPT}"}`. It gets the suite's evaluations and no
 training; its id hashes the checkpoint's path.
+
+Expansion makes each run one of three kinds, built and validated once:
+`TrainingRun` (its `train` merged and filled), `CheckpointRun` and
+`ComputeRun` (`compute: {kind: ...}`, a measurement, `suites.compute`);
+every evaluation carries its `SampleSettings` and `MetricsSettings`. The
+runner, the estimate and the dry-run plan dispatch on the kind.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import itertools
 import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from elit_bench.checkpoint import read_text
+from elit_bench.checkpoint import canonical_hash, read_text
 from elit_bench.errors import UserError, choices_error
-from elit_bench.schema import MetricsSettings, SampleSettings, check
+from elit_bench.metrics.settings import MetricsSettings
+from elit_bench.models import resize_model
+from elit_bench.schema import SampleSettings, check
+from elit_bench.suites.compute import ComputeSettings, compute_settings
 from elit_bench.training.config import (
     DEFAULTS,
     expected_train_tflops,
     fill_defaults,
     identity_hash,
-    parse_yaml,
     resolve_config,
     training_budgets,
 )
+from elit_bench.yamlconfig import parse_yaml, set_dotted
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +123,6 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def set_dotted(tree: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-
-
 def expand_matrix(entry: dict) -> list[dict]:
     """An entry with `matrix: {dotted.key: [values]}` -> one entry per combination, label formatted."""
     matrix = entry.get("matrix")
@@ -145,64 +147,152 @@ def expand_matrix(entry: dict) -> list[dict]:
     return out
 
 
-def canonical_hash(obj, length: int = 10) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
-
-
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower() or "run"
 
 
 @dataclass
 class EvalSpec:
+    """One evaluation of a run: its sampling and metrics keys as the suite gives them, and the settings they make
+    (validated once, when the suite expands; `where` names the run and evaluation in the error)."""
+
     label: str
     paper_guidance: str | None
     sample: dict
     metrics: dict
     series: str | None = None  # a figure's line (e.g. "fewer steps" vs "fewer tokens")
+    where: InitVar[str] = ""
+    sample_settings: SampleSettings = field(init=False, repr=False, compare=False)
+    metrics_settings: MetricsSettings = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self, where: str) -> None:
+        self.sample_settings = check("sample", SampleSettings, self.sample, where)
+        self.metrics_settings = check("metrics", MetricsSettings, self.metrics, where)
 
     @property
     def id(self) -> str:
         """Label plus the hash of the normalised settings: keys left at their defaults do not change it."""
-        settings = {"sample": SampleSettings(**self.sample).model_dump(exclude_defaults=True),
-                    "metrics": MetricsSettings(**self.metrics).model_dump(exclude_defaults=True)}
+        settings = {"sample": self.sample_settings.model_dump(exclude_defaults=True),
+                    "metrics": self.metrics_settings.model_dump(exclude_defaults=True)}
         return f"{slug(self.label)}-{canonical_hash(settings, 8)}"
+
+    def to_dict(self) -> dict:
+        """The evaluation as the suite gave it (run.json, a record's provenance.eval, a launched run's spec)."""
+        return {"label": self.label, "paper_guidance": self.paper_guidance, "sample": self.sample,
+                "metrics": self.metrics, "series": self.series}
 
 
 @dataclass
 class RunSpec:
-    """A trained model (`train`) and its evaluations, or a measurement without training (`compute`)."""
+    """What every kind of run has: where it belongs, its labels and its evaluations. The kinds: `TrainingRun`,
+    `CheckpointRun`, `ComputeRun`; consumers dispatch on them."""
 
     suite: str
     scale: str
     label: str
-    paper_row: str | None
-    train: dict
-    evals: list[EvalSpec] = field(default_factory=list)
+    paper_row: str | None = None
     paper_setting: str | None = None
-    compute: dict | None = None
-    # batch / steps whose ratio to other runs may change between scales, and why (`unmatched:` or a match)
-    unmatched: dict = field(default_factory=dict)
-    # batch and steps over a reference run's, here and at paper scale (`ratio_table`)
-    ratios: dict | None = None
-    # a harness checkpoint evaluated without training (e.g. imported with `elit-bench convert`)
-    checkpoint: str | None = None
+    evals: list[EvalSpec] = field(default_factory=list)
 
-    @property
-    def trains(self) -> bool:
-        return not self.compute and not self.checkpoint
+    kind: ClassVar[str]
 
     @property
     def config_hash(self) -> str:
-        """The compute spec, the checkpoint, or the training identity: model, data, optimisation, seed (not steps:
-        raising them continues the run)."""
-        if self.compute:
-            return canonical_hash(self.compute)
-        return canonical_hash({"checkpoint": self.checkpoint}) if self.checkpoint else identity_hash(self.train)
+        raise NotImplementedError
 
     @property
     def id(self) -> str:
         return f"{slug(self.label)}-{self.config_hash}"
+
+    @property
+    def where(self) -> str:
+        """The prefix of an error about this run."""
+        return f"suite {self.suite!r} at scale {self.scale!r}, run {self.label!r}: "
+
+    def to_json(self) -> str:
+        """The run for a launched process (`RunSpec.from_json`)."""
+        body = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "evals"}
+        return json.dumps({"kind": self.kind, **body, "evals": [e.to_dict() for e in self.evals]})
+
+    @staticmethod
+    def from_json(text: str) -> RunSpec:
+        raw = json.loads(text)
+        cls = RUN_KINDS[raw.pop("kind")]
+        where = f"suite {raw['suite']!r} at scale {raw['scale']!r}, run {raw['label']!r}"
+        raw["evals"] = [EvalSpec(**e, where=f"{where}, eval {e['label']!r}: ") for e in raw["evals"]]
+        return cls(**raw)
+
+
+@dataclass
+class TrainingRun(RunSpec):
+    """A model the suite trains (`train:` merged onto the scale's base), then evaluates.
+
+    `config` and `model_args` are filled and validated once, after expansion settled relative batch and steps."""
+
+    train: dict = field(default_factory=dict)
+    # batch / steps whose ratio to other runs may change between scales, and why (`unmatched:` or a match)
+    unmatched: dict = field(default_factory=dict)
+    # batch and steps over a reference run's, here and at paper scale (`ratio_table`)
+    ratios: dict | None = None
+    kind: ClassVar[str] = "training"
+
+    @cached_property
+    def config(self) -> dict:
+        """The training config validated, every key filled."""
+        return fill_defaults(self.train, "train")
+
+    @cached_property
+    def model_args(self) -> tuple[str, dict, dict]:
+        """(registry name, `create_model` keyword arguments, resolved config); see `model_args`."""
+        return model_args(self.train)
+
+    def meta_model(self):
+        """The run's model on the meta device."""
+        from elit_bench.models import create_model
+
+        name, kwargs, _ = self.model_args
+        with torch.device("meta"):
+            return create_model(name, **kwargs)
+
+    @cached_property
+    def config_hash(self) -> str:
+        """The training identity: model, data, optimisation, seed (not steps: raising them continues the run)."""
+        return identity_hash(self.train)
+
+
+@dataclass
+class CheckpointRun(RunSpec):
+    """A harness checkpoint evaluated without training (e.g. imported with `elit-bench convert`)."""
+
+    checkpoint: str = ""
+    kind: ClassVar[str] = "checkpoint"
+
+    @property
+    def config_hash(self) -> str:
+        return canonical_hash({"checkpoint": self.checkpoint}, 10)
+
+    def meta_model(self):
+        return checkpoint_model(self.checkpoint)
+
+
+@dataclass
+class ComputeRun(RunSpec):
+    """A measurement without training (`compute: {kind: ...}`): one record, no evaluations."""
+
+    compute: dict = field(default_factory=dict)
+    kind: ClassVar[str] = "compute"
+
+    @cached_property
+    def settings(self) -> ComputeSettings:
+        """The measurement's settings, validated (`suites.compute`)."""
+        return compute_settings(self.compute, self.where)
+
+    @property
+    def config_hash(self) -> str:
+        return canonical_hash(self.compute, 10)
+
+
+RUN_KINDS = {cls.kind: cls for cls in (TrainingRun, CheckpointRun, ComputeRun)}
 
 
 @dataclass
@@ -211,6 +301,8 @@ class Suite:
     title: str
     raw: dict
     path: Path
+    # expansions made so far: one per (scale, overrides, variables) in a command (`runs`)
+    _expanded: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def variables(self) -> dict:
@@ -230,84 +322,139 @@ class Suite:
 
         Every run and evaluation is checked against the schema and its model (on the meta device) and the
         batch / steps ratios between runs against the paper scale's, so that an invalid suite fails here,
-        before anything is written, trained or submitted.
+        before anything is written, trained or submitted. A command asks for the same expansion several times
+        (a run, then its report): it is made once (a strict one, variables all set, also serves a dry one).
         """
         values = {**{k: os.environ[k] for k in self.variables if k in os.environ}, **(variables or {})}
-        runs = self._expand(scale, overrides, values, strict_variables)
+        key = canonical_hash([scale, overrides or {}, values], 16)
+        cached = self._expanded.get((key, True)) or self._expanded.get((key, strict_variables))
+        if cached is None:
+            cached = self._expanded[(key, strict_variables)] = self._validated(scale, overrides, values,
+                                                                              strict_variables)
+        return list(cached)
+
+    def _validated(self, scale: str, overrides: dict | None, values: dict, strict: bool) -> list[RunSpec]:
+        where = f"suite {self.name!r} at scale {scale!r}"
+        runs = self._expand(scale, overrides, values, strict)
         for run in runs:
             validate_run(run)
         ids = [r.id for r in runs]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
-            raise UserError(f"suite {self.name!r} at scale {scale!r} defines the same run twice: {dupes}")
-        check_labels(runs, f"suite {self.name!r} at scale {scale!r}")
+            raise UserError(f"{where} defines the same run twice: {dupes}")
+        check_labels(runs, where)
         paper = runs if scale == "paper" or "paper" not in self.raw["scales"] else \
             self._expand("paper", None, values, False)
         table = ratio_table(runs, paper)
         for run in runs:
-            run.ratios = table.get(run.id)
-        check_ratios(runs, f"suite {self.name!r} at scale {scale!r}")
+            if isinstance(run, TrainingRun):
+                run.ratios = table.get(run.id)
+        check_ratios(runs, where)
         return runs
 
     def _expand(self, scale: str, overrides: dict | None, values: dict, strict: bool) -> list[RunSpec]:
+        """The runs of `scale` as the suite file and `overrides` write them (not yet validated)."""
         scales = self.raw.get("scales") or {}
         if scale not in scales:
             raise choices_error(f"scale of suite {self.name!r}", scale, list(scales))
         chosen = scales[scale] or {}
         base = deep_merge(self.raw.get("base") or {}, {k: v for k, v in chosen.items() if k in SECTION_KEYS})
         base = deep_merge(base, overrides or {})
+        at = _Expansion(self.name, scale, chosen.get("size"), base, values, strict, OverrideUsage(overrides or {}))
         evals = [e for entry in (chosen.get("evals") or self.raw.get("evals") or [{"label": "eval"}])
                  for e in expand_matrix(entry)]
-        base_model = (base.get("train") or {}).get("model")
-        runs, usage = [], {key: ([], []) for key in leaf_keys(overrides or {})}  # key -> (labels using, replacing)
-        for entry in (chosen.get("runs") or self.raw["runs"]):
-            for run in (r for item in expand_matrix(entry) for r in expand_seeds(item)):
-                label = str(run.get("label") or (run.get("compute") or {}).get("model")
-                            or (run.get("train") or {}).get("model") or base_model or run.get("checkpoint"))
-                for key, (using, replacing) in usage.items():
-                    if key.startswith("train."):  # measurements and given checkpoints train nothing
-                        (replacing if run.get("compute") or run.get("checkpoint") or has_key(run, key)
-                         else using).append(label)
-                train = _substitute(deep_merge(base.get("train") or {}, run.get("train") or {}), values, strict,
-                                    self.name)
-                if chosen.get("size"):
-                    train["model"] = resize_model(train.get("model"), chosen["size"])
-                if run.get("compute"):
-                    compute = deep_merge(base.get("compute") or {}, run["compute"])
-                    runs.append(RunSpec(self.name, scale, str(run.get("label") or compute.get("model")),
-                                        run.get("paper_row"), {}, [], run.get("paper_setting"), compute))
-                    continue
-                checkpoint = _substitute(run["checkpoint"], values, strict, self.name) if run.get("checkpoint") else None
-                if checkpoint:
-                    train = {}
-                spec = RunSpec(self.name, scale, str(run.get("label") or train.get("model") or checkpoint),
-                               run.get("paper_row"), train, paper_setting=run.get("paper_setting"),
-                               unmatched=dict(run.get("unmatched") or {}), checkpoint=checkpoint)
-                for ev in evals:
-                    if ev.get("only") and spec.label not in ev["only"] and run.get("label") not in ev["only"]:
-                        continue
-                    for key, (using, replacing) in usage.items():
-                        if not key.startswith("train."):
-                            (replacing if has_key(run, key) or has_key(ev, key) else using).append(
-                                f"{spec.label} / {ev.get('label') or 'eval'}")
-                    sample, metrics = (_substitute(deep_merge(deep_merge(base.get(k) or {}, run.get(k) or {}),
-                                                              ev.get(k) or {}), values, strict, self.name)
-                                       for k in ("sample", "metrics"))
-                    spec.evals.append(EvalSpec(str(ev.get("label") or "eval"), ev.get("paper_guidance"), sample, metrics,
-                                               ev.get("series")))
-                runs.append(spec)
+        entries = [r for entry in (chosen.get("runs") or self.raw["runs"])
+                   for item in expand_matrix(entry) for r in expand_seeds(item)]
+        runs = [at.run(entry, evals) for entry in entries]
         resolve_relative(runs, base.get("train") or {}, f"suite {self.name!r} at scale {scale!r}")
-        for key, (using, replacing) in usage.items():
-            value = leaf_keys(overrides)[key]
+        at.usage.check()
+        return runs
+
+
+@dataclass
+class _Expansion:
+    """One scale's expansion: run and evaluation entries -> runs of their kind, merged onto the scale's base."""
+
+    suite: str
+    scale: str
+    size: str | None  # the scale's model size (`size: B`)
+    base: dict
+    values: dict  # ${NAME} -> value
+    strict: bool  # unknown ${NAME}: an error (else left as written: a dry run)
+    usage: OverrideUsage
+
+    def substitute(self, tree):
+        return _substitute(tree, self.values, self.strict, self.suite)
+
+    def run(self, entry: dict, evals: list[dict]) -> RunSpec:
+        trains = not (entry.get("compute") or entry.get("checkpoint"))
+        self.usage.run(entry, self._usage_label(entry), trains)
+        common = {"suite": self.suite, "scale": self.scale, "paper_row": entry.get("paper_row"),
+                  "paper_setting": entry.get("paper_setting")}
+        if entry.get("compute"):
+            compute = deep_merge(self.base.get("compute") or {}, entry["compute"])
+            return ComputeRun(label=str(entry.get("label") or compute.get("model")), compute=compute, **common)
+        if entry.get("checkpoint"):
+            checkpoint = self.substitute(entry["checkpoint"])
+            run = CheckpointRun(label=str(entry.get("label") or checkpoint), checkpoint=checkpoint, **common)
+        else:
+            train = self.substitute(deep_merge(self.base.get("train") or {}, entry.get("train") or {}))
+            if self.size and train.get("model"):
+                train["model"] = resize_model(train["model"], self.size)
+            run = TrainingRun(label=str(entry.get("label") or train.get("model")), train=train,
+                              unmatched=dict(entry.get("unmatched") or {}), **common)
+        run.evals = [self.evaluation(run, entry, ev) for ev in evals
+                     if not ev.get("only") or run.label in ev["only"] or entry.get("label") in ev["only"]]
+        return run
+
+    def evaluation(self, run: RunSpec, entry: dict, ev: dict) -> EvalSpec:
+        label = str(ev.get("label") or "eval")
+        self.usage.evaluation(entry, ev, f"{run.label} / {label}")
+        sample, metrics = (self.substitute(deep_merge(deep_merge(self.base.get(k) or {}, entry.get(k) or {}),
+                                                      ev.get(k) or {})) for k in ("sample", "metrics"))
+        return EvalSpec(label, ev.get("paper_guidance"), sample, metrics, ev.get("series"),
+                        where=f"{run.where[:-2]}, eval {label!r}: ")
+
+    def _usage_label(self, entry: dict) -> str:
+        """The run's label as the --set messages name it (before variables are substituted)."""
+        return str(entry.get("label") or (entry.get("compute") or {}).get("model")
+                   or (entry.get("train") or {}).get("model") or (self.base.get("train") or {}).get("model")
+                   or entry.get("checkpoint"))
+
+
+class OverrideUsage:
+    """Which runs and evaluations use each `--set` key and which set their own: a key no run uses is refused, one
+    that some replace is applied to the others with a warning naming those."""
+
+    def __init__(self, overrides: dict):
+        self.values = leaf_keys(overrides)
+        self.using = {key: [] for key in self.values}
+        self.replacing = {key: [] for key in self.values}
+
+    def run(self, entry: dict, label: str, trains: bool) -> None:
+        """A run's train.* keys: measurements and given checkpoints train nothing, so they replace them all."""
+        for key in self.values:
+            if key.startswith("train."):
+                replaced = not trains or has_key(entry, key)
+                (self.replacing if replaced else self.using)[key].append(label)
+
+    def evaluation(self, entry: dict, ev: dict, label: str) -> None:
+        for key in self.values:
+            if not key.startswith("train."):
+                replaced = has_key(entry, key) or has_key(ev, key)
+                (self.replacing if replaced else self.using)[key].append(label)
+
+    def check(self) -> None:
+        for key, value in self.values.items():
+            using, replacing = self.using[key], list(dict.fromkeys(self.replacing[key]))
             what = "runs" if key.startswith("train.") else "evaluations"
             if not using:
                 raise UserError(f"--set {key}={value}: no run uses it: " + (
-                    f"every one of the suite's {what} sets its own {key} ({', '.join(dict.fromkeys(replacing))}); "
+                    f"every one of the suite's {what} sets its own {key} ({', '.join(replacing)}); "
                     "change the suite file instead" if replacing else f"the suite has no {what}"))
             if replacing:
                 log.warning("--set %s=%s applies to %d of the suite's %s; these set their own: %s", key, value,
-                            len(using), what, ", ".join(dict.fromkeys(replacing)))
-        return runs
+                            len(using), what, ", ".join(replacing))
 
 
 def expand_seeds(entry: dict) -> list[dict]:
@@ -353,9 +500,7 @@ def check_labels(runs: list[RunSpec], where: str) -> None:
     the duplicates otherwise."""
     settings: dict[str, set] = {}
     for run in runs:
-        train = {k: v for k, v in run.train.items() if k != "seed"}
-        settings.setdefault(run.label, set()).add(canonical_hash([train, run.compute, run.checkpoint,
-                                                                  [e.id for e in run.evals]]))
+        settings.setdefault(run.label, set()).add(canonical_hash([_setting(run), [e.id for e in run.evals]], 10))
     dupes = [label for label, kinds in settings.items() if len(kinds) > 1]
     if dupes:
         raise UserError(f"{where}: run label(s) {', '.join(map(repr, dupes))} name runs with different settings (only "
@@ -366,6 +511,13 @@ def check_labels(runs: list[RunSpec], where: str) -> None:
         if dupes:
             raise UserError(f"{where}, run {run.label!r}: evaluation label(s) {', '.join(map(repr, dupes))} name more "
                             "than one evaluation; make them unique (a matrix label names its key, e.g. 'J={budget}')")
+
+
+def _setting(run: RunSpec):
+    """What a run is, up to its training seed."""
+    if isinstance(run, TrainingRun):
+        return [run.kind, {k: v for k, v in run.train.items() if k != "seed"}]
+    return [run.kind, run.checkpoint if isinstance(run, CheckpointRun) else run.compute]
 
 
 # ---------------------------------------------------------------- batch and steps relative to the scale or a run
@@ -381,7 +533,7 @@ def resolve_relative(runs: list[RunSpec], base_train: dict, where: str) -> None:
     FLOPs per iteration (or the steps that give its total training FLOPs) with this run's model at this scale;
     such a value's ratio to other runs follows the models, so it is exempt from the ratio check.
     """
-    trained = [r for r in runs if r.trains]
+    trained = [r for r in runs if isinstance(r, TrainingRun)]
     for run in trained:
         for key in RATIO_KEYS:
             spec = run.train.get(key)
@@ -429,7 +581,7 @@ def _train_tflops(train: dict, where: str) -> float:
 
 def check_ratios(runs: list[RunSpec], where: str) -> None:
     """Every pair of runs keeps the batch and steps ratios it has at paper scale, unless marked `unmatched`."""
-    for run in runs:
+    for run in (r for r in runs if isinstance(r, TrainingRun)):
         row = run.ratios
         for key in RATIO_KEYS:
             if not row or f"paper_{key}" not in row or key in run.unmatched:
@@ -448,16 +600,17 @@ def ratio_table(runs: list[RunSpec], paper: list[RunSpec]) -> dict[str, dict]:
     A run's paper-scale counterpart has its label, else its (paper_row, paper_setting) (smoke scales often
     run fewer, smaller runs that stand for paper rows). Runs without one show their ratios only here.
     """
-    trained = [r for r in runs if r.trains]
+    trained = [r for r in runs if isinstance(r, TrainingRun)]
     if not trained:
         return {}
-    by_label = {r.label: r for r in paper if r.trains}
-    by_row = {(r.paper_row, r.paper_setting): r for r in paper if r.trains and r.paper_row}
+    paper = [r for r in paper if isinstance(r, TrainingRun)]
+    by_label = {r.label: r for r in paper}
+    by_row = {(r.paper_row, r.paper_setting): r for r in paper if r.paper_row}
     counterpart = {r.id: by_label.get(r.label) or by_row.get((r.paper_row, r.paper_setting)) for r in trained}
     common = [r for r in trained if counterpart[r.id]]
     ref = next((r for r in common if not r.unmatched), common[0] if common else trained[0])
-    here = {r.id: fill_defaults(r.train) for r in trained}
-    there = {r.id: fill_defaults(counterpart[r.id].train) for r in common}
+    here = {r.id: r.config for r in trained}
+    there = {r.id: counterpart[r.id].config for r in common}
     table = {}
     for run in trained:
         row = {"reference": ref.label, "unmatched": dict(run.unmatched)}
@@ -511,44 +664,35 @@ def checkpoint_model(path: str):
 
 
 def validate_run(run: RunSpec) -> None:
-    """Schema, model, training budgets and every evaluation's sampling recipe and metrics; UserError otherwise."""
+    """Schema, model, training budgets and every evaluation's sampling recipe; UserError otherwise. The settings
+    themselves were validated when the run was made."""
     from elit_bench.sampling.generate import prepare
 
-    if run.compute:
+    if isinstance(run, ComputeRun):
+        run.settings  # noqa: B018 (validated here, before anything runs)
         return
-    where = f"suite {run.suite!r} at scale {run.scale!r}, run {run.label!r}: "
     try:
-        if run.checkpoint:
-            model, cfg = checkpoint_model(run.checkpoint), {"snapshot_every": None, "steps": None}
-        else:
-            fill_defaults(run.train, "train", where)
-            model, cfg = run_model(run.train)
+        if isinstance(run, TrainingRun):
+            run.config  # noqa: B018 (the schema's message first)
+            model, cfg = run.meta_model(), run.model_args[2]
             training_budgets(model, cfg)
+        else:
+            model, cfg = run.meta_model(), {"snapshot_every": None, "steps": None}
     except UserError as exc:
-        raise UserError(f"{where}{exc}") from None
+        raise UserError(f"{run.where}{exc}") from None
     for ev in run.evals:
-        at = f"{where[:-2]}, eval {ev.label!r}: "
-        sample = check("sample", SampleSettings, ev.sample, at)
-        check("metrics", MetricsSettings, ev.metrics, at)
+        at = f"{run.where[:-2]}, eval {ev.label!r}: "
+        step = ev.sample_settings.checkpoint_step
         snapshots = cfg["snapshot_every"] and cfg["steps"]
-        if sample.checkpoint_step and not (snapshots and sample.checkpoint_step % cfg["snapshot_every"] == 0
-                                           and sample.checkpoint_step <= cfg["steps"]):
-            raise UserError(f"{at}sample.checkpoint_step {sample.checkpoint_step} is not a snapshot step: it must be a "
-                            f"multiple of train.snapshot_every ({cfg['snapshot_every']}) up to train.steps "
-                            f"({cfg['steps']})")
+        if step and not (snapshots and step % cfg["snapshot_every"] == 0 and step <= cfg["steps"]):
+            raise UserError(f"{at}sample.checkpoint_step {step} is not a snapshot step: it must be a multiple of "
+                            f"train.snapshot_every ({cfg['snapshot_every']}) up to train.steps ({cfg['steps']})")
         try:
-            recipe = sample.recipe(getattr(model, "max_budget", None))
+            recipe = ev.sample_settings.recipe(getattr(model, "max_budget", None))
             # TeaCache's skip plan reads the trained timestep embedder: the meta model checks the rest
             prepare(model, dataclasses.replace(recipe, teacache=None))
         except UserError as exc:
             raise UserError(f"{at}{exc}") from None
-
-
-def resize_model(name: str | None, size: str) -> str | None:
-    """'ELIT-DiT-XL/2' with size 'B' -> 'ELIT-DiT-B/2' (names with no size are left alone)."""
-    if not name:
-        return name
-    return re.sub(r"-(S|B|L|XL)/", f"-{size}/", name)
 
 
 def _substitute(tree, values: dict, strict: bool, suite: str):
@@ -619,7 +763,7 @@ def _check_report(raw: dict, where: str) -> None:
     if kind not in REPORT_KINDS:
         raise choices_error(f"report kind in {where}", kind, REPORT_KINDS)
     if kind == "claims":
-        from elit_bench.results.claims import validate_claims
+        from elit_bench.suites.claims_format import validate_claims
 
         runs, evals = static_labels(raw)
         validate_claims(report, runs, evals, where)

@@ -43,7 +43,8 @@ def register(subparsers) -> None:
 
 def config_from_args(args) -> dict:
     """The user config the command line describes (before defaults and validation)."""
-    from elit_bench.training.config import apply_overrides, load_yaml
+    from elit_bench.training.config import load_yaml
+    from elit_bench.yamlconfig import apply_overrides
 
     again = argparse.ArgumentParser(prog="elit-bench train")
     _add_options(again)

@@ -14,24 +14,21 @@ exactly as `create_model` receives them, `data` the data description.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import importlib.util
-import json
 import os
 import re
 import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 
-from elit_bench.checkpoint import read_text
+from elit_bench.checkpoint import canonical_hash, read_text
 from elit_bench.data import describe_data, model_input_kwargs
 from elit_bench.data.digits import DEFAULT_RESOLUTION
 from elit_bench.errors import UserError
 from elit_bench.flops import budget_range, forward_flops, train_tflops
 from elit_bench.schema import TrainSettings, check
+from elit_bench.yamlconfig import parse_yaml
 
 DEFAULTS = TrainSettings().model_dump()  # every key, with its default (elit_bench.schema documents them)
 
@@ -46,50 +43,6 @@ RUN_CONTROL_KEYS = ("steps", "out", "ckpt_every", "snapshot_every", "log_every",
 
 
 # ---------------------------------------------------------------- reading user input
-class _Loader(yaml.SafeLoader):
-    """yaml.safe_load with YAML 1.2 numbers: 1e-4 is a float (1.1: a string), 1:16 a string (1.1: 76), and a
-    bound on the document's size with its aliases expanded: the harness copies, merges and hashes configs as
-    trees, so a few lines of nested aliases (a "billion laughs") would take gigabytes; they are refused first."""
-
-    MAX_NODES = 100_000  # the largest suite file has under 600
-
-    def construct_document(self, node):
-        sizes: dict[int, int] = {}
-
-        def expanded(n) -> int:  # node count with every alias written out; shared nodes are counted once each
-            if id(n) not in sizes:
-                sizes[id(n)] = 0  # a node that contains itself counts as one
-                children = n.value if isinstance(n, yaml.SequenceNode) else \
-                    [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else []
-                sizes[id(n)] = min(1 + sum(expanded(c) for c in children), self.MAX_NODES + 1)
-            return sizes[id(n)]
-
-        if expanded(node) > self.MAX_NODES:
-            raise yaml.YAMLError(f"it expands to more than {self.MAX_NODES:,} values through aliases (an alias bomb?)")
-        return super().construct_document(node)
-
-
-_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?[0-9][0-9_]*$"), list("-+0123456789"))
-_Loader.add_implicit_resolver(
-    _FLOAT, re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9_]+|(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+)$"
-                       r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
-
-
-def parse_yaml(text: str, what: str = "YAML"):
-    """YAML 1.2 numbers, safe loading; a syntax error is a one-line UserError that starts with `what`."""
-    try:
-        return yaml.load(text, Loader=_Loader)  # safe: _Loader is a yaml.SafeLoader with YAML 1.2 numbers
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{what} is not valid YAML: {getattr(exc, 'problem', None) or exc}{where}") from None
-
-
 def load_yaml(path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
@@ -97,24 +50,6 @@ def load_yaml(path) -> dict:
     config = parse_yaml(read_text(path, "config file"), f"config file {str(path)!r}") or {}
     if not isinstance(config, dict):
         raise UserError(f"config file {str(path)!r} must hold a mapping of keys to values")
-    return config
-
-
-def apply_overrides(config: dict, overrides: list[str]) -> dict:
-    """`key=value` strings (dotted keys reach into dicts; values parsed as YAML) applied to a copy."""
-    config = copy.deepcopy(config)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"override {item!r} must look like key=value, e.g. lr=3e-4 or model_kwargs.hidden_size=64")
-        value = parse_yaml(raw, f"the value of override {item!r}")
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            if not isinstance(node.setdefault(part, {}), dict):
-                raise UserError(f"override {item!r}: {part!r} is not a mapping")
-            node = node[part]
-        node[leaf] = value
     return config
 
 
@@ -185,18 +120,14 @@ def identity(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}
 
 
-def config_hash(cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
-
-
 def default_out(cfg: dict) -> str:
     data = cfg["data"]
     data_name = Path(data["name"]).name if data["kind"] == "latents" else data["name"]
     slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", f"{cfg['model']}-{data_name}-{data['resolution']}px")
-    return str(Path("runs") / f"{slug}-{config_hash(cfg)}")
+    return str(Path("runs") / f"{slug}-{canonical_hash(identity(cfg), 8)}")
 
 
-def check_out_dir(out) -> Path:
+def check_writable_dir(out) -> Path:
     """The run directory must be creatable and writable; probes without touching existing files."""
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
@@ -230,8 +161,7 @@ def fill_defaults(config: dict, section: str = "", where: str = "") -> dict:
 
 def identity_hash(config: dict, length: int = 10) -> str:
     """Hash of what the run trains (model, data, optimisation, seed), never of run-control keys like `steps`."""
-    return hashlib.sha256(json.dumps(identity(fill_defaults(config)), sort_keys=True, default=str).encode()
-                          ).hexdigest()[:length]
+    return canonical_hash(identity(fill_defaults(config)), length)
 
 
 def expected_train_tflops(model, cfg: dict) -> float:
@@ -257,5 +187,5 @@ def resolve_config(config: dict, check_out: bool = True) -> dict:
     if cfg["logger"] == "wandb" and importlib.util.find_spec("wandb") is None:
         raise UserError("logger: wandb needs Weights & Biases: pip install wandb (or use logger: tensorboard)")
     if check_out:
-        cfg["out"] = str(check_out_dir(cfg["out"] if cfg["out"] is not None else default_out(cfg)))
+        cfg["out"] = str(check_writable_dir(cfg["out"] if cfg["out"] is not None else default_out(cfg)))
     return _plain(cfg)

@@ -47,12 +47,12 @@ from elit_bench.flow.loss import rectified_flow_loss, sample_timesteps
 from elit_bench.tracking import Tracker
 from elit_bench.training.config import (
     identity,
-    parse_yaml,
     resolve_config,
     training_variants,
     variant_batches,
 )
 from elit_bench.training.memory import GiB, device_memory, run_memory_plan
+from elit_bench.yamlconfig import parse_yaml
 
 # independent random streams derived from the run seed
 STREAM_INIT, STREAM_DATA, STREAM_VARIANT, STREAM_NOISE, STREAM_DROP, STREAM_LATENT = range(6)
