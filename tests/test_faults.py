@@ -54,9 +54,15 @@ def env(tmp_path) -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", ELIT_BENCH_CACHE=str(tmp_path / "cache"))
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C as a terminal delivers it, even when the tests run in a background job (whose
+    children start with SIGINT ignored, and Python then raises no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*argv, tmp_path, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "elit_bench.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env(tmp_path), **kw)
+                            stderr=subprocess.PIPE, text=True, env=env(tmp_path), preexec_fn=default_sigint, **kw)
 
 
 def one_line_error(capsys, *needles) -> str:
@@ -191,7 +197,7 @@ def test_a_second_run_into_the_same_out_exits_2_and_a_waiting_one_resumes(tmp_pa
     with open(log, "w") as f:
         third = subprocess.Popen([sys.executable, "-m", "elit_bench.cli", "run", suite, "--out", str(out),
                                   "--no-progress", "--wait-lock", "--set", "train.steps=2"], stdout=f, stderr=f,
-                                 text=True, env=env(tmp_path))
+                                 text=True, env=env(tmp_path), preexec_fn=default_sigint)
     while "waiting for pid" not in log.read_text() and time.time() < deadline + 120:
         assert third.poll() is None, log.read_text()
         time.sleep(0.1)

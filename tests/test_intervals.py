@@ -193,19 +193,21 @@ def test_inception_split_scores_agree_with_torch_fidelity():
     assert inception_score(logits) == pytest.approx((expected[KEY_METRIC_ISC_MEAN], expected[KEY_METRIC_ISC_STD]), rel=1e-12)
 
 
-def test_pareto_counts_a_point_dominated_only_beyond_the_intervals():
+def test_pareto_counts_a_point_dominated_only_when_the_difference_is_resolved():
     flops = [1.0, 2.0, 3.0]
     fd = [10.0, 9.0, 5.0]  # lower is better: without intervals 1 and 2 beat their cheaper neighbours
     assert pareto_frontier(flops, fd).tolist() == [0, 1, 2]
     worse = [12.0, 13.0, 5.0]  # point 1 costs more than point 0 and is worse
     assert pareto_frontier(flops, worse).tolist() == [0, 2]
-    # its interval overlaps point 0's: a tie, so it stays
-    assert pareto_frontier(flops, worse, low=[11.0, 11.5, 4.0], high=[13.0, 14.0, 6.0]).tolist() == [0, 1, 2]
-    # no overlap: dominated; a missing interval (NaN) is the value itself
-    assert pareto_frontier(flops, worse, low=[11.0, 12.5, np.nan], high=[12.4, 14.0, np.nan]).tolist() == [0, 2]
-    # higher is better: the bounds swap roles
+    # the interval of 0's advantage over 1 holds 0: not separated, so 1 stays
+    assert pareto_frontier(flops, worse, separated=lambda j, i: False).tolist() == [0, 1, 2]
+    # resolved: dominated
+    assert pareto_frontier(flops, worse, separated=lambda j, i: True).tolist() == [0, 2]
+    # higher is better: point 1 is dominated by point 0 only
+    asked = []
     assert pareto_frontier(flops, [0.9, 0.5, 0.95], higher_is_better=True,
-                           low=[0.85, 0.3, 0.9], high=[0.95, 0.7, 0.99]).tolist() == [0, 2]
+                           separated=lambda j, i: asked.append((j, i)) or True).tolist() == [0, 2]
+    assert asked and all(j == 0 and i == 1 for j, i in asked)
 
 
 if __name__ == "__main__":

@@ -67,9 +67,10 @@ def quickstart_records(out):
 
 
 def count_expansions(monkeypatch) -> list:
+    """Expansions made (`Suite.runs` keeps each; `_validated` is the expansion itself)."""
     calls = []
-    expand = Suite.runs
-    monkeypatch.setattr(Suite, "runs", lambda self, *a, **k: calls.append(a) or expand(self, *a, **k))
+    expand = Suite._validated
+    monkeypatch.setattr(Suite, "_validated", lambda self, *a, **k: calls.append(a) or expand(self, *a, **k))
     return calls
 
 

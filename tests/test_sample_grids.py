@@ -62,7 +62,9 @@ def test_long_table_shows_floor_first_seeds_and_intervals_and_links_grids(tmp_pa
     dit = next(r for r in rows if r[0] == "DiT")
     low, high = t_bounds([200.0, 210.0, 220.0])
     # mean ± sd over seeds, then each seed with its own interval
-    assert "210 ± 10 (sd, 3 seeds: 200 [160, 195]; 210 [170, 205]; 220 [180, 215])" in dit
+    # a mean over seeds: "±" is the 95% half-width (t over 3 seeds: 4.303 x 10 / sqrt 3), the sd labelled sd
+    assert ("210 ± 25 (95% t over seeds, omits sampling noise; sd 10 over 3 seeds; seed 0: 200 [160, 195]; "
+            "seed 1: 210 [170, 205]; seed 2: 220 [180, 215])") in dit
     assert [dit[header.index("samples")].count(f"[seed {s}](") for s in range(3)] == [1, 1, 1]
     elit = next(r for r in rows if r[0] == "ELIT-MB")
     assert "150 [110, 140]" in elit and "0.9 ± 0.03" in elit  # a centred interval prints as ± half-width
@@ -81,9 +83,12 @@ def test_leaderboard_marks_ties_and_heads_with_the_floor(tmp_path):
     record(out, "quickstart", REAL_DATA_LABEL, "512 digits, 16 px", {"digits_fd": 4.0}, {"digits_fd": fd(4, 0, 6)})
     assert main(["leaderboard", "digits-16px", "--out", str(out), "--dest", str(tmp_path / "lb")]) == 0
     header, *rows = table_rows((tmp_path / "lb" / "digits-16px.md").read_text())
+    rows = [r for r in rows if r != header]  # the floor and the single-seed entries: one table each
     ranks = {r[header.index("run")]: r[header.index("rank")] for r in rows}
     assert rows[0][header.index("run")] == REAL_DATA_LABEL and ranks[REAL_DATA_LABEL] == "-"
-    assert ranks == {REAL_DATA_LABEL: "-", "A": "1", "B": "=2", "C": "3", "D": "4"}  # A and B overlap: tied
+    # no per-sample values: the difference's interval from the two intervals (independent); B - A = 1 +- 2.8
+    # holds 0, so B ties with A, the head of its group ("=1"); C and D are separated from their heads
+    assert ranks == {REAL_DATA_LABEL: "-", "A": "1", "B": "=1", "C": "3", "D": "4"}
     pareto = {r[header.index("run")]: r[header.index("Pareto")] for r in rows}
     # B is cheaper than A and tied with it; C cheaper still; D costs more than C and is worse beyond the intervals
     assert pareto == {REAL_DATA_LABEL: "", "A": "*", "B": "*", "C": "*", "D": ""}
