@@ -89,3 +89,19 @@ def test_records_frame_reads_records_and_their_dicts_alike():
     assert a.equals(b) and set(a["metric"]) == {"digits_fd", "digits_acc"}
     row = a.set_index("metric").loc["digits_fd"]
     assert (row["seed"], row["low"], row["steps"], row["data"]) == (0, 27.2, 8, None)
+
+
+def test_the_committed_quickstart_report_regenerates_identically(tmp_path):
+    """`elit-bench table` on the committed records writes the committed table, byte for byte."""
+    import shutil
+
+    from elit_bench.cli import main
+
+    runs = tmp_path / "runs"
+    shutil.copytree(RESULTS / "quickstart" / "smoke", runs / "quickstart" / "smoke",
+                    ignore=shutil.ignore_patterns("report"))
+    shutil.copytree(RESULTS / "_shared", runs / "_shared")
+    assert main(["table", "quickstart", "--out", str(runs), "--scale", "smoke"]) == 0
+    for name in ("table.md", "table.tex"):
+        made = (runs / "quickstart" / "smoke" / "report" / name).read_text()
+        assert made == (RESULTS / "quickstart" / "smoke" / "report" / name).read_text(), name
