@@ -53,13 +53,13 @@ def make_interval(low: float, high: float, method: str, level: float = LEVEL, re
     return out
 
 
-def _check_level(level: float) -> float:
+def check_level(level: float) -> float:
     if not 0 < level < 1:
         raise UserError(f"interval level must be in (0, 1), got {level}")
     return level
 
 
-def _resampled(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def resampled_moments(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Means (B, D) and covariances (B, D, D) of the rows of x (N, D) drawn weights[b] (B, N; each sums to N)
     times, without copying them."""
     n, d = x.shape
@@ -73,7 +73,7 @@ def _resampled(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, to
     return mean + shift, (scatter - n * shift[:, :, None] * shift[:, None, :]) / (n - 1)
 
 
-def _counts(n: int, replicates: int, generator: torch.Generator) -> torch.Tensor:
+def draw_counts(n: int, replicates: int, generator: torch.Generator) -> torch.Tensor:
     """(replicates, n) draw counts of n rows drawn n times with replacement."""
     index = torch.randint(n, (replicates, n), generator=generator)
     return torch.zeros(replicates, n, dtype=torch.float64).scatter_add_(1, index, torch.ones(replicates, n,
@@ -98,7 +98,7 @@ def frechet_bootstrap(
     interval (2 d - q_hi, 2 d - q_lo), all clipped at 0 (a distance), so low <= estimate <= high always.
     `value_at_n` is d, `bias` median - d (docs/intervals.md: why, and how well it covers).
     """
-    _check_level(level)
+    check_level(level)
     if replicates < 2:
         raise UserError(f"a bootstrap needs at least 2 replicates, got {replicates}")
     x = torch.as_tensor(np.asarray(features), dtype=torch.float64, device=device)
@@ -115,11 +115,11 @@ def frechet_bootstrap(
 
     def distances(weights: torch.Tensor, ref_weights: torch.Tensor | None) -> torch.Tensor:
         """(B,) distances of the resampled sets: weights (B, N), ref_weights (B, M) or None (fixed reference)."""
-        mean, sigma = _resampled(x, weights)
+        mean, sigma = resampled_moments(x, weights)
         if fixed:
             r_mean, r_sigma, r_root = ref_mean, ref_sigma, ref_root
         else:
-            r_mean, r_sigma = _resampled(y, ref_weights)
+            r_mean, r_sigma = resampled_moments(y, ref_weights)
             r_root = psd_sqrt(r_sigma)
         diff = mean - r_mean
         traces = (diff * diff).sum(-1) + sigma.diagonal(0, -2, -1).sum(-1) + r_sigma.diagonal(0, -2, -1).sum(-1)
@@ -130,8 +130,8 @@ def frechet_bootstrap(
 
     point = float(distances(ones(x), ones(y))[0])
     generator = torch.Generator().manual_seed(seed)
-    counts = _counts(len(x), replicates, generator).to(device)
-    ref_counts = None if fixed else _counts(len(y), replicates, generator).to(device)
+    counts = draw_counts(len(x), replicates, generator).to(device)
+    ref_counts = None if fixed else draw_counts(len(y), replicates, generator).to(device)
     # replicates per batch: their (chunk, D, D) covariances and (chunk, rows, D) weighted rows in float64 stay
     # within 256 MiB each
     chunk = max(1, 2**25 // (dim * max(dim, len(x), 0 if fixed else len(y))))
@@ -149,7 +149,7 @@ def frechet_bootstrap(
 
 def wilson(proportion: float, n: int, level: float = LEVEL, what: str = "samples") -> dict:
     """Wilson score interval of a proportion observed over `n` independent units."""
-    _check_level(level)
+    check_level(level)
     if n < 1 or not 0 <= proportion <= 1:
         raise UserError(f"a Wilson interval needs a proportion in [0, 1] over n >= 1, got {proportion} over {n}")
     z = scipy_stats.norm.ppf(1 - (1 - level) / 2)
@@ -162,7 +162,7 @@ def wilson(proportion: float, n: int, level: float = LEVEL, what: str = "samples
 
 def t_bounds(values, level: float = LEVEL) -> tuple[float, float]:
     """Student t interval of the mean of independent values (mean +- t * sd / sqrt(k)); k >= 2."""
-    _check_level(level)
+    check_level(level)
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
         raise UserError(f"a t interval needs at least 2 values, got {len(values)}")
@@ -177,5 +177,5 @@ def t_interval(values, method: str, level: float = LEVEL) -> dict:
 
 
 def normal_interval(mean: float, sd: float, method: str, level: float = LEVEL) -> dict:
-    z = scipy_stats.norm.ppf(1 - (1 - _check_level(level)) / 2)
+    z = scipy_stats.norm.ppf(1 - (1 - check_level(level)) / 2)
     return make_interval(mean - z * sd, mean + z * sd, method, level)

@@ -28,7 +28,7 @@ import torch
 
 from elit_bench.errors import UserError
 from elit_bench.metrics.frechet import psd_sqrt, trace_sqrt_product
-from elit_bench.metrics.intervals import LEVEL, _check_level, _resampled, make_interval
+from elit_bench.metrics.intervals import LEVEL, check_level, draw_counts, make_interval, resampled_moments
 
 STATISTICS = ("frechet", "mean")
 REPLICATES = 1000  # comparisons: one-sided p-values down to 1 / 1001, Holm over ~10 tests
@@ -97,9 +97,7 @@ def _counts_for(key: str, copy: int, n: int, replicates: int, seed: int) -> torc
     (bootstrap seed, noise key, copy) only: every side and seed with that noise gets the same rows."""
     digest = hashlib.sha256(f"{seed}/{key}/{copy}".encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-    index = torch.randint(n, (replicates, n), generator=generator)
-    return torch.zeros(replicates, n, dtype=torch.float64).scatter_add_(1, index, torch.ones(replicates, n,
-                                                                                           dtype=torch.float64))
+    return draw_counts(n, replicates, generator)
 
 
 class _Reference:
@@ -112,14 +110,12 @@ class _Reference:
         self.y = torch.as_tensor(np.asarray(reference), dtype=torch.float64)
         if self.y.ndim != 2 or len(self.y) < 2:
             raise UserError(f"the reference features must be (M >= 2, D), got {tuple(self.y.shape)}")
-        index = torch.randint(len(self.y), (replicates, len(self.y)), generator=generator)
-        self.counts = torch.zeros(replicates, len(self.y), dtype=torch.float64).scatter_add_(
-            1, index, torch.ones(replicates, len(self.y), dtype=torch.float64))
+        self.counts = draw_counts(len(self.y), replicates, generator)
         self.point = self._moments(torch.ones(1, len(self.y), dtype=torch.float64))
         self.draws = None  # (mean, sigma, root) of every replicate, made on first use
 
     def _moments(self, weights):
-        mean, sigma = _resampled(self.y, weights)
+        mean, sigma = resampled_moments(self.y, weights)
         return mean, sigma, psd_sqrt(sigma)
 
     def replicate_moments(self):
@@ -140,7 +136,7 @@ def _statistic(x: torch.Tensor, weights: torch.Tensor, statistic: str, ref_momen
     """(B,) statistic of x (N, D) resampled with weights (B, N) against reference moments (each (B, ...) or (1, ...))."""
     if statistic == "mean":
         return weights @ x[:, 0] / len(x)
-    mean, sigma = _resampled(x, weights)
+    mean, sigma = resampled_moments(x, weights)
     r_mean, r_sigma, r_root = ref_moments
     diff = mean - r_mean
     traces = (diff * diff).sum(-1) + sigma.diagonal(0, -2, -1).sum(-1) + r_sigma.diagonal(0, -2, -1).sum(-1)
@@ -173,7 +169,7 @@ def _draw(side: _Side, index: torch.Tensor, statistic: str, ref: _Reference, see
 
 def _prepare(statistic: str, replicates: int, level: float, reference) -> int | None:
     """Checks the arguments; the features' dimension D for "frechet" (None for "mean")."""
-    _check_level(level)
+    check_level(level)
     if statistic not in STATISTICS:
         raise UserError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
     if replicates < 2:
