@@ -16,10 +16,13 @@ Hashes: `file_sha256` of a file's bytes; `canonical_hash` of a JSON-able value
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -32,13 +35,41 @@ HASH_CHUNK = 1 << 20
 SHA256_SUFFIX = ".sha256"
 
 
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C (SIGINT) inside the block takes effect when it ends, as a KeyboardInterrupt.
+
+    A KeyboardInterrupt raised inside torch.save's archive writer is replaced by the writer's own
+    RuntimeError while it unwinds, so an interrupted run would report a failed save instead of an
+    interruption; the write is short, so it is finished first. Main thread only (signals are delivered there).
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call write(tmp_path) then rename over `path`: readers never see a partial file.
 
     An OSError without a file name (a full disk found by write or fsync) is raised again naming `path`.
+    Ctrl-C during the write takes effect once the file is in place (`interrupts_deferred`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with interrupts_deferred():
+        return _write_and_replace(path, write)
+
+
+def _write_and_replace(path: Path, write) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -156,8 +187,9 @@ def save_checkpoint(path, obj: dict) -> Path:
         # loads unverified, never one that fails against the hash of its predecessor
         sidecar.unlink(missing_ok=True)
 
-    atomic_write(path, write)
-    atomic_write(sidecar, lambda tmp: Path(tmp).write_text(f"{digest[0]}  {path.name}\n"))
+    with interrupts_deferred():  # Ctrl-C leaves the checkpoint and its hash both written
+        atomic_write(path, write)
+        atomic_write(sidecar, lambda tmp: Path(tmp).write_text(f"{digest[0]}  {path.name}\n"))
     return path
 
 

@@ -23,6 +23,7 @@ from elit_bench.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     sha256_path,
+    verify_checkpoint,
 )
 from elit_bench.cli import main as cli
 from elit_bench.errors import UserError
@@ -61,8 +62,9 @@ def default_sigint() -> None:
 
 
 def run_cli(*argv, tmp_path, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "elit_bench.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env(tmp_path), preexec_fn=default_sigint, **kw)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kw}
+    return subprocess.Popen([sys.executable, "-m", "elit_bench.cli", *argv], text=True, env=env(tmp_path),
+                            preexec_fn=default_sigint, **pipes)
 
 
 def one_line_error(capsys, *needles) -> str:
@@ -179,11 +181,13 @@ def test_an_override_no_run_uses_is_refused(tmp_path, capsys, caplog):
 def test_a_second_run_into_the_same_out_exits_2_and_a_waiting_one_resumes(tmp_path):
     # catches: two `run`s into one --out training the same run and failing on each other's files
     suite, out = write_suite(tmp_path, steps=100000), tmp_path / "out"
-    first = run_cli("run", suite, "--out", str(out), "--no-progress", tmp_path=tmp_path)
+    first_log = tmp_path / "first.log"  # a file, not a pipe nobody reads: a full pipe would block the run
+    with open(first_log, "w") as f:
+        first = run_cli("run", suite, "--out", str(out), "--no-progress", tmp_path=tmp_path, stdout=f, stderr=f)
     lock = out / "faults" / "smoke" / "LOCK"
     deadline = time.time() + 120
     while not list(out.glob("faults/smoke/*/train/checkpoints/last.pt")) and time.time() < deadline:
-        assert first.poll() is None, first.communicate()
+        assert first.poll() is None, first_log.read_text()
         time.sleep(0.1)
     holder = json.loads(lock.read_text())
     assert holder["pid"] == first.pid and "run" in holder["command"]
@@ -202,7 +206,7 @@ def test_a_second_run_into_the_same_out_exits_2_and_a_waiting_one_resumes(tmp_pa
         assert third.poll() is None, log.read_text()
         time.sleep(0.1)
     first.send_signal(signal.SIGINT)
-    assert first.wait(timeout=120) == 130
+    assert first.wait(timeout=120) == 130, first_log.read_text()
     assert third.wait(timeout=300) == 0, log.read_text()
     assert len(list(out.glob("faults/smoke/*/DONE"))) == 1 and not lock.exists()
 
@@ -305,6 +309,27 @@ def test_checkpoints_that_do_not_fit_their_model_are_one_line(done):
         with pytest.raises(UserError) as info:
             model_from_checkpoint(bad)
         assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_ctrl_c_while_checkpointing_leaves_the_checkpoint_whole_then_interrupts(tmp_path):
+    # catches: Ctrl-C inside torch.save turned into the archive writer's RuntimeError (a "failed" run, exit 1)
+    # and a checkpoint left without its hash
+    path, original = tmp_path / "last.pt", torch.save
+
+    def save_then_ctrl_c(obj, f):
+        original(obj, f)
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the file is still being written
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in the CLI (xdist workers differ)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch, "save", save_then_ctrl_c)
+            with pytest.raises(KeyboardInterrupt):
+                save_checkpoint(path, {"step": 3, "w": torch.ones(4)})
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert verify_checkpoint(path) is True and load_checkpoint(path)["step"] == 3
 
 
 def test_a_full_disk_while_checkpointing_names_the_path(tmp_path):

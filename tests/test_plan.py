@@ -88,6 +88,15 @@ def test_plan_reverses_for_a_worse_arm(tmp_path):
     assert eq["toward"] == "supported" and eq["gap"] == pytest.approx(0.25 - abs(eq["effect"]), abs=0.03)
 
 
+def test_plan_plans_the_tests_it_has_records_for_and_names_the_others(tmp_path):
+    records = write_records(tmp_path, "base", 0.5) + write_records(tmp_path, "far", 0.6)
+    plan = plan_tests([("t1", claim_test("far", "base")), ("t2", claim_test("missing", "base"))], records,
+                      replicates=100)
+    assert [p["test"] for p in plan["plan"]] == ["t1"] and plan["alpha_per_test"] == pytest.approx(0.05 / 2)
+    assert [s["test"] for s in plan["skipped"]] == ["t2"] and "'missing'" in plan["skipped"][0]["reason"]
+    assert "not planned: t2, b" not in render(plan) and "not planned: t2, a: no pilot records" in render(plan)
+
+
 def test_plan_bad_input_is_one_line(tmp_path, capsys):
     assert main(["plan", "no-such-suite", "--out", str(tmp_path)]) == 2
     assert "unknown suite" in capsys.readouterr().err
@@ -97,7 +106,7 @@ def test_plan_bad_input_is_one_line(tmp_path, capsys):
     assert main(["plan", "quickstart", "--out", str(tmp_path)]) == 2
     assert "no claims report" in capsys.readouterr().err
     records = write_records(tmp_path, "base", 0.5)
-    with pytest.raises(UserError, match="no pilot records"):
+    with pytest.raises(UserError, match="no test of the claims report has pilot records.*no pilot records"):
         plan_tests([("t", claim_test("missing", "base"))], records)
     with pytest.raises(UserError, match="power"):
         plan_tests([("t", claim_test("base", "base"))], records, power=1.5)

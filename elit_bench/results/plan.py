@@ -76,10 +76,14 @@ def seeds_needed(variance_per_seed: float, gap: float, z: float) -> float:
     return float(max(MIN_SEEDS, math.ceil(variance_per_seed * (z / gap) ** 2)))
 
 
+class MissingPilot(UserError):
+    """A test names a cell the pilot has no records of: the plan skips that test and says so."""
+
+
 def _cell_records(records: list[dict], side: dict, at: str) -> list[dict]:
     rows = [r for r in records if r["run_label"] == str(side["run"]) and r["eval_label"] == str(side["eval"])]
     if not rows:
-        raise UserError(f"{at}: no pilot records for (run, eval) = ({side['run']!r}, {side['eval']!r}); run the "
+        raise MissingPilot(f"{at}: no pilot records for (run, eval) = ({side['run']!r}, {side['eval']!r}); run the "
                         "suite (a pilot: a few seeds at a small scale) first")
     return rows
 
@@ -137,10 +141,18 @@ def plan_tests(tests: list[tuple[str, dict]], records: list[dict], power: float 
         raise UserError(f"--power and --alpha must lie in (0, 1), got {power} and {alpha}")
     if not tests:
         raise UserError("the claims report has no tests to plan")
-    each = alpha / len(tests)
+    each = alpha / len(tests)  # the family is every test of the report, planned or not
     z = float(scipy_stats.norm.ppf(1 - each) + scipy_stats.norm.ppf(power))
-    planned = [{"test": at, **plan_test(test, records, z, at, replicates)} for at, test in tests]
-    out = {"power": power, "alpha": alpha, "tests": len(tests), "alpha_per_test": each, "z": z, "plan": planned}
+    planned, skipped = [], []
+    for at, test in tests:
+        try:
+            planned.append({"test": at, **plan_test(test, records, z, at, replicates)})
+        except MissingPilot as exc:
+            skipped.append({"test": at, "reason": str(exc)})
+    if not planned:
+        raise UserError(f"no test of the claims report has pilot records; first: {skipped[0]['reason']}")
+    out = {"power": power, "alpha": alpha, "tests": len(tests), "alpha_per_test": each, "z": z, "plan": planned,
+           "skipped": skipped}
     if run_seconds is not None:
         out["run_seconds"] = {label: {"train": t, "sample": s} for label, (t, s) in run_seconds.items()}
         out["wall"] = wall_time(planned, run_seconds)
@@ -222,6 +234,7 @@ def render(plan: dict) -> str:
                      " | ".join(_num(p["seeds_needed"][k]) for k in keys) + " |")
     notes = sorted({p["note"] for p in plan["plan"] if p["note"]})
     lines += [f"note: {n}" for n in notes]
+    lines += [f"not planned: {s['reason']}" for s in plan.get("skipped", ())]
     if "wall" in plan:
         lines.append("")
         for key, option in plan["wall"].items():
