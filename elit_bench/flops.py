@@ -29,6 +29,13 @@ def forward_flops(model, budget=None, input_shape=None, **kw) -> int:
     return FLOPS_PER_MAC * sum(model.macs(input_shape=input_shape, budget=budget, **kw).values())
 
 
+def train_forward_flops(model, budget=None, input_shape=None, **kw) -> int:
+    """Analytic FLOPs per sample of a training forward pass: the model's `train_macs` where it declares one
+    (its training pass differs from inference, e.g. TREAD's routed tokens), else its `macs`."""
+    macs = getattr(model, "train_macs", model.macs)
+    return FLOPS_PER_MAC * sum(macs(input_shape=input_shape, budget=budget, **kw).values())
+
+
 def budget_range(model, spec) -> list[int | None]:
     """Budgets drawn uniformly in multi-budget training, from "a:b" or (a, b); None = full only."""
     if spec is None:
@@ -66,6 +73,8 @@ def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
 def measure_forward_flops(model, budget=None, batch: int = 1, device=None, **kw) -> float:
     """Forward FLOPs per sample counted by `FlopCounterMode` on a real forward pass.
 
+    The pass is the one of the model's mode: its analytic twin is `forward_flops` in eval mode and
+    `train_forward_flops` in training mode (they differ where a model trains on a cheaper pass, e.g. TREAD).
     Use device="meta" to count big models without memory or compute.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device

@@ -24,6 +24,7 @@ from elit_bench.errors import UserError
 from elit_bench.flow.guidance import MODES
 from elit_bench.flow.loss import TIMESTEP_KINDS
 from elit_bench.flow.sampling import SOLVERS
+from elit_bench.flow.taylorseer import TaylorSeer
 from elit_bench.models.precision import DEFAULT_SAMPLE_PRECISION, SAMPLE_PRECISIONS
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -58,6 +59,8 @@ class TrainSettings(StrictSettings):
 
     model: str | None = None  # registry name, e.g. ELIT-DiT-B/2 (required)
     model_kwargs: dict[str, Any] = {}  # create_model overrides, e.g. {hidden_size: 64, group_size: 2, drop: random}
+    # fine-tune: start from this checkpoint's (EMA) weights, e.g. DyDiT from a trained DiT (its routers keep their init)
+    init: str | None = None
     data: str | dict[str, Any] = "digits"  # digits | padded-digits | moving-digits | latent data set directory
     resolution: PositiveInt | None = None  # px of the embedded digits (latent sets carry their own)
     batch: PositiveInt = 256  # global batch (split over ranks)
@@ -93,6 +96,13 @@ class TrainSettings(StrictSettings):
     out: str | None = None  # run directory (default: runs/<model>-<data>-<hash>)
 
 
+class TaylorSeerSettings(StrictSettings):
+    """`sample.taylorseer`: order O of the forecast and interval N (one full evaluation in N); see flow/taylorseer.py."""
+
+    order: Annotated[int, Field(ge=0)]
+    interval: PositiveInt
+
+
 class SampleSettings(StrictSettings):
     """A suite's `sample:` keys: the sampling recipe, and which checkpoint it samples."""
 
@@ -106,6 +116,8 @@ class SampleSettings(StrictSettings):
     schedule: str | None = None
     interval: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None  # [t_lo, t_hi]
     teacache: Annotated[float, Field(gt=0)] | None = None
+    taylorseer: TaylorSeerSettings | None = None  # {order: O, interval: N}; not with teacache
+    tome: Annotated[float, Field(gt=0, le=0.75)] | None = None  # ToMe: share of each block's tokens merged
     patch_size: PositiveInt | None = None
     class_labels: list[Annotated[int, Field(ge=0)]] | None = None
     precision: Literal[SAMPLE_PRECISIONS] = DEFAULT_SAMPLE_PRECISION  # fp32 | tf32 (TF32 matmuls on CUDA) | bf16
@@ -139,6 +151,8 @@ class SampleSettings(StrictSettings):
                                     "latents")
         for key in ("interval", "class_labels"):
             kwargs[key] = tuple(kwargs[key]) if kwargs[key] is not None else None
+        if self.taylorseer is not None:
+            kwargs["taylorseer"] = TaylorSeer(**self.taylorseer.model_dump())
         return Recipe(**kwargs)
 
 

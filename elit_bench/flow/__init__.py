@@ -1,1 +1,1 @@
-"""Rectified flow: training loss and timestep sampling (`loss`), samplers, guidance, budget schedules and TeaCache."""
+"""Rectified flow: training loss and timestep sampling (`loss`), samplers, guidance, budget schedules, TeaCache and TaylorSeer."""

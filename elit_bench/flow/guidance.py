@@ -21,8 +21,9 @@ evaluations with t inside it; outside, only the main pass runs.
 Baselines (no latent interface) support none and CFG only.
 
 `build_plan` fixes, before sampling, every pass of every evaluation (label,
-budget, TeaCache skip); `plan_flops` prices it with the analytic FLOPs model;
-`GuidedVelocity` executes it for one batch.
+budget, and whether the trunk runs or its residual is reused by TeaCache or
+forecast by TaylorSeer); `plan_flops` prices it with the analytic FLOPs
+model; `GuidedVelocity` executes it for one batch.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from elit_bench.errors import UserError, choices_error
 from elit_bench.flops import FLOPS_PER_MAC, forward_flops
 from elit_bench.flow.sampling import evaluation_times
 from elit_bench.flow.schedules import check_budgets
+from elit_bench.flow.taylorseer import Forecaster, TaylorSeer, check_alone, grid_positions
 from elit_bench.flow.teacache import cached_forward, skip_plan
 
 MODES = ("none", "cfg", "ag", "ccfg")
@@ -94,20 +96,28 @@ class Guidance:
 
 @dataclass(frozen=True)
 class Pass:
-    """One model call: class label or null label, budget, and whether TeaCache reuses its last trunk residual."""
+    """One model call: class label or null label, budget, and whether it skips the trunk.
+
+    A skipped pass adds a trunk residual forecast from its own last full
+    passes by a Taylor expansion of order `order` (`taylorseer.Forecaster`);
+    order 0 reuses the last residual, which is TeaCache.
+    """
 
     conditional: bool
     budget: int | None
     skip: bool = False
+    order: int = 0
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One velocity evaluation of the solver: its step, time and passes (main, then guide if guided)."""
+    """One velocity evaluation of the solver: its step, time, passes (main, then guide if guided) and
+    position (the index of t in the time grid: TaylorSeer's expansion variable)."""
 
     step: int
     t: float
     passes: tuple[Pass, ...]
+    position: int
 
 
 def combine(main: torch.Tensor, guide: torch.Tensor, scale: float) -> torch.Tensor:
@@ -116,28 +126,38 @@ def combine(main: torch.Tensor, guide: torch.Tensor, scale: float) -> torch.Tens
 
 
 def build_plan(model, times: list[float], solver: str, budgets: Sequence[int | None], guidance: Guidance,
-               teacache: float | None = None) -> list[Evaluation]:
+               teacache: float | None = None, taylorseer: TaylorSeer | None = None) -> list[Evaluation]:
     """Every evaluation of a solve over `times` with its passes; `budgets` has one entry per step.
 
-    A pass is skipped by TeaCache only where the criterion says so and the
-    same pass ran at the previous evaluation (a guide pass re-entering the
-    guidance interval has no residual to reuse).
+    TeaCache (its criterion) or TaylorSeer (its schedule) says which
+    evaluations skip the trunk; a pass skips it only if the same pass ran at
+    the previous evaluation (a guide pass entering the guidance interval has
+    no residual to reuse or forecast from).
     """
     evals = evaluation_times(times, solver)
-    skips = skip_plan(model.t_embedder, [t for _, t in evals], teacache)
+    check_alone(teacache, taylorseer)
+    if taylorseer is not None:
+        skips, order = [not full for full in taylorseer.full(len(evals))], taylorseer.order
+    else:
+        skips, order = skip_plan(model.t_embedder, [t for _, t in evals], teacache), 0
+    positions = grid_positions(times, evals)
     plan: list[Evaluation] = []
     for i, (step, t) in enumerate(evals):
         wanted = [Pass(True, budgets[step])]
         if guidance.active(t):
             wanted.append(guidance.guide_pass(budgets[step]))
         ran_before = len(plan[-1].passes) if plan else 0
-        passes = tuple(Pass(p.conditional, p.budget, skips[i] and j < ran_before) for j, p in enumerate(wanted))
-        plan.append(Evaluation(step, t, passes))
+        passes = tuple(Pass(p.conditional, p.budget, skips[i] and j < ran_before, order)
+                       for j, p in enumerate(wanted))
+        plan.append(Evaluation(step, t, passes, positions[i]))
     return plan
 
 
 def plan_flops(model, plan: Sequence[Evaluation], patch_size=None) -> int:
-    """Analytic FLOPs per sample of a plan: a full forward per computed pass, embed + final per skipped one."""
+    """Analytic FLOPs per sample of a plan: a full forward per computed pass, embed + final per skipped one.
+
+    Reusing or forecasting a residual is element-wise work, outside the MAC count (as the model's norms
+    and activations are)."""
     total, cache = 0, {}
     for ev in plan:
         for p in ev.passes:
@@ -153,7 +173,7 @@ def plan_flops(model, plan: Sequence[Evaluation], patch_size=None) -> int:
 
 
 def skipped_evaluations(plan: Sequence[Evaluation]) -> int:
-    """Evaluations whose main pass TeaCache skipped."""
+    """Evaluations whose main pass skipped the trunk (TeaCache reuse, TaylorSeer forecast)."""
     return sum(ev.passes[0].skip for ev in plan)
 
 
@@ -186,7 +206,9 @@ class GuidedVelocity:
 
     y (B,) labels; generators: one torch.Generator per sample (its seed's),
     passed to models that draw random latents so that each sample's draws come
-    from its own generator, whatever the batch. TeaCache residuals are kept per pass.
+    from its own generator, whatever the batch. Each pass keeps its own
+    `Forecaster` of the trunk residual (the guide pass's is dropped when the
+    pass leaves the plan), fed by its full passes and read by its skipped ones.
     """
 
     def __init__(self, model, y: torch.Tensor, plan: Sequence[Evaluation], scale: float,
@@ -197,19 +219,22 @@ class GuidedVelocity:
         self.uses_rng = generators is not None and any(
             uses_sample_rng(model, p.budget) for ev in plan for p in ev.passes)
         self.keep_residuals = any(p.skip for ev in plan for p in ev.passes)
-        self.residuals: dict[int, torch.Tensor] = {}
+        self.forecasters: dict[int, Forecaster] = {}
 
     def __call__(self, x: torch.Tensor, t: float, i: int) -> torch.Tensor:
-        outs = [self._run(x, t, j, p) for j, p in enumerate(self.plan[i].passes)]
+        ev = self.plan[i]
+        for j in [j for j in self.forecasters if j >= len(ev.passes)]:  # a pass this evaluation does not run
+            del self.forecasters[j]
+        outs = [self._run(x, t, j, p, ev.position) for j, p in enumerate(ev.passes)]
         return outs[0] if len(outs) == 1 else combine(outs[0], outs[1], self.scale)
 
-    def _run(self, x: torch.Tensor, t: float, j: int, p: Pass) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, t: float, j: int, p: Pass, position: int) -> torch.Tensor:
         y = self.y if p.conditional else self.null
         tt = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
         out, residual = cached_forward(
-            self.model, x, tt, y, p.budget, residual=self.residuals.get(j) if p.skip else None,
+            self.model, x, tt, y, p.budget, residual=self.forecasters[j].predict(position) if p.skip else None,
             keep_residual=self.keep_residuals, generator=list(self.generators) if self.uses_rng else None,
             patch_size=self.patch_size)
         if residual is not None and not p.skip:
-            self.residuals[j] = residual
+            self.forecasters.setdefault(j, Forecaster(p.order)).update(residual, position)
         return out

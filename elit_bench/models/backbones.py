@@ -303,7 +303,8 @@ class Backbone(PlannedModel):
         # one residual-stream dtype for every model: the weights' (fp32 under autocast, where the
         # patch embedding returns bf16); see docs/precision-and-compile.md
         tokens = tokens.to(embedder.proj.weight.dtype)
-        c = self.t_embedder(1 - t if self.time_reversed else t) + self.y_embedder(y)
+        state["t_emb"] = self.t_embedder(1 - t if self.time_reversed else t)  # DyDiT's width routers read it
+        c = state["t_emb"] + self.y_embedder(y)
         return tokens, c
 
     def rope(self, layout: Layout, state: dict):

@@ -179,6 +179,9 @@ class DiTBlock(nn.Module):
     """The transformer block every model shares: adaLN-Zero (6 chunks), QK-norm, RoPE, MLP x4.
 
     x (B, L, d), c (B, cond_dim) -> (B, L, d).
+    token_merge: None, or the ToMe hook `apply_tome` sets (models/tome.py): called on the block
+    input, it gives each sublayer's merge (None: that sublayer sees every token); the sublayer runs
+    on the merged tokens and its output is unmerged (copied back to every merged token).
     """
 
     def __init__(self, dim: int, num_heads: int, cond_dim: int | None = None, mlp_ratio: float = 4.0,
@@ -189,14 +192,21 @@ class DiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, mlp_ratio)
         self.adaLN_modulation = adaln(cond_dim or dim, 6, dim)
+        self.token_merge = None
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)
-        x = x + gate1.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift1, scale1), rope=rope)
-        return x + gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        ma, mm = self.token_merge(x, rope) if self.token_merge is not None else (None, None)
+        h = modulate(self.norm1(x), shift1, scale1)
+        x = x + gate1.unsqueeze(1) * (self.attn(h, rope=rope) if ma is None
+                                      else ma.unmerge(self.attn(ma.merge(h), rope=ma.rope)))
+        h = modulate(self.norm2(x), shift2, scale2)
+        return x + gate2.unsqueeze(1) * (self.mlp(h) if mm is None else mm.unmerge(self.mlp(mm.merge(h))))
 
     def macs(self, tokens: int) -> int:
-        return self.attn.macs(tokens) + self.mlp.macs(tokens) + linear_macs(1, self.adaLN_modulation[1])
+        """MACs on `tokens` tokens; with ToMe, each sublayer's at its merged count plus the matching."""
+        attn, mlp, matching = (tokens, tokens, 0) if self.token_merge is None else self.token_merge.counts(tokens)
+        return self.attn.macs(attn) + self.mlp.macs(mlp) + linear_macs(1, self.adaLN_modulation[1]) + matching
 
 
 # ---------------------------------------------------------------- embedders

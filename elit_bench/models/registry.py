@@ -23,7 +23,9 @@ from torch import nn
 
 from elit_bench.errors import UserError
 from elit_bench.models.backbones import DiT, HDiT, MultiPatchDiT, SiT, UViT
+from elit_bench.models.dydit import DyDiT
 from elit_bench.models.elit import ELIT
+from elit_bench.models.tread import TREAD
 
 ENTRY_POINT_GROUP = "elit_bench.models"
 LATENT_DOWNSAMPLE = 8  # the FLUX / SD autoencoders: 8x down
@@ -197,3 +199,41 @@ for _family, _cls in BACKBONES.items():
             if _family != "MultiPatch-DiT":
                 register_model(ModelName(f"ELIT-{_family}", _size, _ptag),
                                _factory(_cls, _size, PATCHES[_ptag], elit=True))
+
+
+# TREAD (models/tread.py): token routing while training, on a DiT or SiT; inference is the backbone's own
+TREAD_KEYS = ("route_rate", "route")
+
+
+def _tread_factory(backbone_cls, size: str, patch):
+    backbone = _factory(backbone_cls, size, patch, elit=False)
+
+    def build(**kw):
+        routing = {k: kw.pop(k) for k in TREAD_KEYS if k in kw}
+        return TREAD(backbone(**kw), **routing)
+    return build
+
+
+for _family in ("DiT", "SiT"):
+    for _size in SIZES:
+        for _ptag in FAMILY_PATCHES[_family]:
+            register_model(ModelName(f"TREAD-{_family}", _size, _ptag),
+                           _tread_factory(BACKBONES[_family], _size, PATCHES[_ptag]))
+
+
+# DyDiT (models/dydit.py): a DiT with timestep-wise width and per-token MLP skipping, fine-tuned from a DiT
+DYDIT_KEYS = ("flops_target", "flops_weight", "tau")
+
+
+def _dydit_factory(size: str, patch):
+    backbone = _factory(DiT, size, patch, elit=False)
+
+    def build(**kw):
+        routing = {k: kw.pop(k) for k in DYDIT_KEYS if k in kw}
+        return DyDiT(backbone(**kw), **routing)
+    return build
+
+
+for _size in SIZES:
+    for _ptag in FAMILY_PATCHES["DiT"]:
+        register_model(ModelName("DyDiT", _size, _ptag), _dydit_factory(_size, PATCHES[_ptag]))

@@ -14,8 +14,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "sample", help="draw a sample set (ADM .npz + JSON record) from a checkpoint",
         description="Euler/Heun sampling from noise (t=0) to data (t=1) with elastic budgets, guidance "
-                    "(none, CFG, autoguidance, cheap CFG) and TeaCache. Sample i uses its own generator "
-                    "seeded by i, so a set does not depend on --batch or the number of torchrun processes; "
+                    "(none, CFG, autoguidance, cheap CFG), TeaCache and TaylorSeer. Sample i uses its own "
+                    "generator seeded by i, so a set does not depend on --batch or the number of torchrun processes; "
                     "rerunning the same command into the same --out completes an interrupted set.")
     p.add_argument("checkpoint", help="checkpoint .pt written by `elit-bench train` (e.g. RUN/checkpoints/last.pt)")
     p.add_argument("--out", required=True, help="output directory (samples.npz, samples.json, optional grid.png)")
@@ -39,6 +39,12 @@ def register(sub) -> None:
                    help="apply guidance only for t in [T_LO, T_HI]")
     p.add_argument("--teacache", type=float, metavar="THRESH",
                    help="TeaCache threshold on the accumulated timestep-embedding change (off by default)")
+    p.add_argument("--taylorseer", type=int, nargs=2, metavar=("ORDER", "INTERVAL"),
+                   help="TaylorSeer: the trunk runs at the first two evaluations and one in INTERVAL after, its "
+                        "residual forecast by a Taylor expansion of ORDER between (off by default; not with --teacache)")
+    p.add_argument("--tome", type=float, metavar="RATIO",
+                   help="ToMe: merge this share of each block's tokens (0 < RATIO <= 0.75) before attention, "
+                        "unmerge after (off by default)")
     p.add_argument("--patch-size", type=int, help="patchifier of a multi-patch model (e.g. 4)")
     p.add_argument("--precision", choices=SAMPLE_PRECISIONS, default=DEFAULT_SAMPLE_PRECISION,
                    help="model arithmetic: fp32, tf32 (fp32 with TF32 matmuls on CUDA; the released code's "
@@ -54,6 +60,7 @@ def register(sub) -> None:
 def cmd_sample(args) -> int:
     from elit_bench import distributed
     from elit_bench.checkpoint import check_output
+    from elit_bench.flow.taylorseer import TaylorSeer
     from elit_bench.sampling.generate import Recipe, generate, seed_list
 
     check_output(args.out, "--out")  # before the model is loaded and sampled
@@ -62,15 +69,19 @@ def cmd_sample(args) -> int:
         steps=args.steps, sampler=args.sampler, shift=args.shift, guidance=args.guidance, scale=args.scale,
         budget=args.budget, guide_budget=args.guide_budget, schedule=args.schedule,
         interval=tuple(args.guidance_interval) if args.guidance_interval else None, teacache=args.teacache,
-        patch_size=args.patch_size, class_labels=tuple(args.class_labels) if args.class_labels else None,
-        precision=args.precision)
+        taylorseer=TaylorSeer(*args.taylorseer) if args.taylorseer else None, tome=args.tome,
+        patch_size=args.patch_size,
+        class_labels=tuple(args.class_labels) if args.class_labels else None, precision=args.precision)
     with distributed.job(args.device) as job:  # under torchrun: the group lives as long as the command
         record = generate(args.checkpoint, args.out, seeds, recipe, ema=args.ema, batch=args.batch, grid=args.grid,
                           device=args.device, progress=args.progress)
     if job.is_main:  # under torchrun, rank 0 speaks
-        skipped = record["teacache_skipped_steps"]
+        evaluations = record["model_evaluations"]
+        cached = (f"; TeaCache skipped {record['teacache_skipped_steps']} of {evaluations} evaluations"
+                  if record["teacache_threshold"] is not None else
+                  f"; TaylorSeer forecast {record['taylorseer_forecast_evaluations']} of {evaluations} evaluations"
+                  if record["taylorseer_order"] is not None else "")
         print(f"{record['num_samples']} samples -> {args.out}/samples.npz ({record['resumed_samples']} resumed); "
               f"{record['flops_per_sample'] / 1e9:.4g} GFLOPs per sample, {record['flops_vs_cfg']:.3f}x CFG at the "
-              f"same budget" + (f"; TeaCache skipped {skipped} of {record['model_evaluations']} evaluations"
-                                if record["teacache_threshold"] is not None else ""))
+              f"same budget{cached}")
     return 0

@@ -13,7 +13,7 @@ left alive for the phases after sampling.
 Layout of the output directory OUT:
 
 - `settings.json`: what decides the samples (checkpoint hash, sampler,
-  guidance, budgets, TeaCache, seeds, labels). A rerun into the same OUT
+  guidance, budgets, TeaCache or TaylorSeer, seeds, labels). A rerun into the same OUT
   with other settings is refused rather than mixing two sets.
 - `parts/part-<first seed>-<count>.npz`: finished batches (seeds, labels,
   uint8 images), each written atomically: a killed run loses at most the
@@ -62,9 +62,11 @@ from elit_bench.flow.guidance import (
 )
 from elit_bench.flow.sampling import DEFAULT_STEPS, check_solver, solve, time_grid
 from elit_bench.flow.schedules import resolve_budgets
+from elit_bench.flow.taylorseer import TaylorSeer, check_alone
 from elit_bench.flow.teacache import check_threshold
 from elit_bench.models import model_from_checkpoint
 from elit_bench.models.precision import DEFAULT_SAMPLE_PRECISION, SAMPLE_PRECISIONS, sample_precision
+from elit_bench.models.tome import apply_tome
 from elit_bench.provenance import provenance
 from elit_bench.sampling.decode import Decoder
 
@@ -81,7 +83,9 @@ class Recipe:
     scale is l of Eq. 3 (w = l + 1); budget / schedule: the main pass's
     latents per group (one of them; neither = full budget); guide_budget:
     J_w of AG / CCFG; interval: (t_lo, t_hi) where guidance applies;
-    teacache: threshold (None = off); patch_size: the patchifier of a
+    teacache: threshold (None = off); tome: ToMe's ratio of tokens merged in each block (None = off; the
+    model is changed in place by `prepare`); taylorseer: its order and interval
+    (None = off; not with TeaCache); patch_size: the patchifier of a
     multi-patch model; class_labels: labels cycled over the set (None =
     drawn from each seed's generator); precision: the model's arithmetic
     (`models.precision.SAMPLE_PRECISIONS`; it changes the samples, so it is part of a set's settings).
@@ -97,6 +101,8 @@ class Recipe:
     schedule: str | None = None
     interval: tuple[float, float] | None = None
     teacache: float | None = None
+    taylorseer: TaylorSeer | None = None
+    tome: float | None = None
     patch_size: int | None = None
     class_labels: tuple[int, ...] | None = None
     precision: str = DEFAULT_SAMPLE_PRECISION
@@ -104,6 +110,9 @@ class Recipe:
     def __post_init__(self):
         if self.precision not in SAMPLE_PRECISIONS:
             raise choices_error("sampling precision", self.precision, SAMPLE_PRECISIONS)
+        if self.taylorseer is not None:
+            self.taylorseer.check()
+        check_alone(self.teacache, self.taylorseer)
 
 
 @dataclass(frozen=True)
@@ -124,9 +133,12 @@ class Setup:
 
 
 def prepare(model, recipe: Recipe) -> Setup:
-    """Validate `recipe` for `model` (UserError on bad input) and plan every model pass."""
+    """Validate `recipe` for `model` (UserError on bad input) and plan every model pass.
+
+    ToMe is applied to `model` here (or removed), so the plan's FLOPs count its merged blocks."""
     check_solver(recipe.sampler)
     check_threshold(recipe.teacache)
+    apply_tome(model, recipe.tome or 0.0)
     times = time_grid(recipe.steps, recipe.shift)
     budgets = resolve_budgets(model, times[:-1], recipe.budget, recipe.schedule)
     guidance = Guidance(recipe.guidance, recipe.scale, recipe.guide_budget, recipe.interval)
@@ -137,9 +149,9 @@ def prepare(model, recipe: Recipe) -> Setup:
         bad = [c for c in recipe.class_labels if not 0 <= c < model.num_classes]
         if bad or not recipe.class_labels:
             raise UserError(f"class labels {bad or '[]'} are not in 0..{model.num_classes - 1}")
-    plan = build_plan(model, times, recipe.sampler, budgets, guidance, recipe.teacache)
+    plan = build_plan(model, times, recipe.sampler, budgets, guidance, recipe.teacache, recipe.taylorseer)
     cfg = Guidance("cfg", recipe.scale, None, recipe.interval)
-    cfg_plan = build_plan(model, times, recipe.sampler, budgets, cfg, recipe.teacache)
+    cfg_plan = build_plan(model, times, recipe.sampler, budgets, cfg, recipe.teacache, recipe.taylorseer)
     return Setup(model, recipe, times, budgets, plan, plan_flops(model, plan, recipe.patch_size),
                  plan_flops(model, cfg_plan, recipe.patch_size))
 
@@ -240,8 +252,9 @@ def check_same_set(out: Path, settings: dict) -> None:
             old = None
         if not isinstance(old, dict):
             raise UserError(f"{path} is damaged (not a JSON object of sample settings): delete {out} to start over")
-        if old != settings:
-            keys = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        # a key added since the set was written matches there at its default None (e.g. `taylorseer`)
+        keys = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if keys:
             diffs = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in keys)
             raise UserError(f"{out} holds a sample set with other settings ({diffs}): use another --out, "
                             "or delete it to start over")
@@ -305,24 +318,28 @@ def write_npz(path: Path, **arrays) -> None:
     atomic_save(path, lambda f: np.savez(f, **arrays))
 
 
-def merge_parts(parts: Path, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """All samples in seed-list order: (N, *image shape) uint8 and labels (N,)."""
+def merge_parts(parts: Path, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """All samples in seed-list order: (N, *image shape) uint8, labels (N,), and the realised FLOPs of each
+    sample (N,) float64 where the model's cost depends on its input (None otherwise)."""
     where = {s: i for i, s in enumerate(seeds)}
-    images = labels = None
+    images = labels = flops = None
     filled = np.zeros(len(seeds), dtype=bool)
     for path in sorted(parts.glob("part-*.npz")):
         with np.load(path) as z:
             if images is None:
                 images = np.empty((len(seeds), *z["images"].shape[1:]), dtype=np.uint8)
                 labels = np.empty(len(seeds), dtype=np.int64)
+                flops = np.full(len(seeds), np.nan) if "flops" in z else None
             for row, s in enumerate(z["seeds"].tolist()):
                 if s in where:
                     images[where[s]], labels[where[s]] = z["images"][row], z["labels"][row]
+                    if flops is not None:
+                        flops[where[s]] = z["flops"][row]
                     filled[where[s]] = True
     if images is None or not filled.all():
         missing = [s for s, ok in zip(seeds, filled) if not ok] if images is not None else seeds
         raise RuntimeError(f"{len(missing)} seeds have no finished part (first: {missing[:5]}); rerun to complete")
-    return images, labels
+    return images, labels, flops
 
 
 def save_grid(path: Path, images: np.ndarray) -> None:
@@ -390,6 +407,8 @@ def generate(checkpoint, out, seeds: list[int], recipe: Recipe, ema: bool = True
             ensure_grid(out)
         return record
     model.to(procs.device)
+    if recipe.tome:  # ToMe's token tables live on the model's device: made again there
+        apply_tome(model, recipe.tome)
     parts = out / PARTS
     done = finished(parts)
     if procs.is_main:  # before any part exists, so that parts never lack their settings
@@ -402,32 +421,44 @@ def generate(checkpoint, out, seeds: list[int], recipe: Recipe, ema: bool = True
               f"on {procs.world} process(es); {setup.flops_per_sample / 1e9:.4g} GFLOPs per sample, "
               f"{setup.flops_per_sample / setup.flops_cfg:.3f}x CFG at the same budget", flush=True)
     started = time.time()
+    realised = hasattr(model, "recorded_flops")
     with tqdm(total=len(mine), unit="sample", desc="sample", disable=not progress or not procs.is_main) as bar:
         for start in range(0, len(mine), batch):
             positions = mine[start:start + batch]
             chunk = [seeds[p] for p in positions]
+            if realised:
+                model.reset_usage()
             x, y = sample_seeds(setup, chunk, positions, procs.device)
             check_finite(x, checkpoint, train_step, chunk, recipe)
+            # a model whose cost depends on its input (DyDiT's token routers) counts what it computed: the
+            # batch's mean goes with each of its samples, so resumed sets add up the same
+            measured = {"flops": np.full(len(chunk), model.recorded_flops(len(chunk)))} if realised else {}
             write_npz(parts / f"part-{chunk[0]:08d}-{len(chunk):05d}.npz", seeds=np.array(chunk, dtype=np.int64),
-                      labels=y.cpu().numpy().astype(np.int64), images=decoder(x))
+                      labels=y.cpu().numpy().astype(np.int64), images=decoder(x), **measured)
             bar.update(len(chunk))
     procs.barrier()
     if procs.is_main:
-        images, labels = merge_parts(parts, seeds)
+        images, labels, flops = merge_parts(parts, seeds)
         write_npz(out / SAMPLES, arr_0=images, arr_1=labels)  # ADM layout: arr_1 holds the labels
         if grid:
             save_grid(out / GRID, images)
         record = make_record(setup, config, train_step, checkpoint, settings, seeds, len(seeds) - len(pending),
-                             procs, time.time() - started, images.shape, file_digest(out / SAMPLES))
+                             procs, time.time() - started, images.shape, file_digest(out / SAMPLES),
+                             None if flops is None else float(flops.mean()))
         atomic_write(out / RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
         shutil.rmtree(parts)
     return procs.broadcast(record)
 
 
 def make_record(setup: Setup, config: dict, train_step: int | None, checkpoint, settings: dict, seeds: list[int],
-                resumed: int, procs: distributed.Dist, seconds: float, shape, samples_npz: dict) -> dict:
-    """The provenance record of a finished set (samples.json); samples_npz: `file_digest` of samples.npz."""
+                resumed: int, procs: distributed.Dist, seconds: float, shape, samples_npz: dict,
+                realised_flops: float | None = None) -> dict:
+    """The provenance record of a finished set (samples.json); samples_npz: `file_digest` of samples.npz.
+
+    realised_flops: the mean FLOPs per sample a model whose cost depends on its input counted while sampling;
+    it is the set's `flops_per_sample` (the plan's count, then an upper bound, stays as `planned_flops_per_sample`)."""
     model, recipe = setup.model, setup.recipe
+    flops = setup.flops_per_sample if realised_flops is None else realised_flops
     return {
         "model": config["model"], "model_kwargs": config.get("model_kwargs", {}), "data": config.get("data"),
         "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": settings["checkpoint_sha256"],
@@ -439,12 +470,18 @@ def make_record(setup: Setup, config: dict, train_step: int | None, checkpoint, 
         "max_budget": getattr(model, "max_budget", None), "guide_budget": recipe.guide_budget,
         "schedule_spec": recipe.schedule, "schedule": setup.budgets,
         "guidance_interval": list(recipe.interval) if recipe.interval else None,
-        "teacache_threshold": recipe.teacache, "teacache_skipped_steps": skipped_evaluations(setup.plan),
+        "teacache_threshold": recipe.teacache,
+        "teacache_skipped_steps": skipped_evaluations(setup.plan) if recipe.teacache is not None else 0,
+        "taylorseer_order": recipe.taylorseer.order if recipe.taylorseer else None,
+        "taylorseer_interval": recipe.taylorseer.interval if recipe.taylorseer else None,
+        "taylorseer_forecast_evaluations": skipped_evaluations(setup.plan) if recipe.taylorseer else 0,
+        "tome_ratio": recipe.tome,
         "model_evaluations": len(setup.plan), "model_passes": sum(len(ev.passes) for ev in setup.plan),
         "patch_size": recipe.patch_size,
         "seeds": settings["seeds"], "num_samples": len(seeds), "class_labels": settings["class_labels"],
         "sample_shape": list(shape[1:]), "resumed_samples": resumed, "samples_npz": samples_npz,
-        "flops_per_sample": setup.flops_per_sample, "flops_vs_cfg": setup.flops_per_sample / setup.flops_cfg,
+        "flops_per_sample": flops, "flops_vs_cfg": setup.flops_per_sample / setup.flops_cfg,
+        "planned_flops_per_sample": setup.flops_per_sample, "flops_realised": realised_flops is not None,
         "settings": settings, **provenance(procs.device),
         "world_size": procs.world, "seconds": round(seconds, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -181,14 +181,14 @@ def forward_flops_of(model, budget, patch) -> float:
 
 
 def _train_config(run: TrainingRun) -> Config:
-    from elit_bench.flops import TRAIN_MULTIPLIER
+    from elit_bench.flops import TRAIN_MULTIPLIER, train_forward_flops
     from elit_bench.training.config import training_variants, variant_batches
 
     name, kwargs, cfg = run.model_args
     model = run.meta_model()
     variants = training_variants(model, cfg)
     batches = variant_batches(model, variants, cfg["batch"], cfg["batch_mode"])
-    flops = [forward_flops_of(model, b, p) * TRAIN_MULTIPLIER * n for (b, p), n in zip(variants, batches)]
+    flops = [train_forward_flops(model, b, patch_size=p) * TRAIN_MULTIPLIER * n for (b, p), n in zip(variants, batches)]
     return Config(run.label, name, kwargs, cfg, model, variants, batches, flops)
 
 

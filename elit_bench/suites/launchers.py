@@ -109,9 +109,20 @@ class SlurmLauncher:
         if not runs:
             return []
         executor = submitit.AutoExecutor(folder=self.folder or Path(out) / "slurm-logs", cluster="slurm")
-        executor.update_parameters(**{k: v for k, v in self.options.items() if v is not None})
-        with executor.batch():  # one job array for the suite
-            jobs = [(run, executor.submit(SlurmJob(spec_to_json(run), str(out), progress))) for run in runs]
+        options = {k: v for k, v in self.options.items() if v is not None}
+        executor.update_parameters(**options)
+        starts = {run.id: getattr(run, "init_run", None) for run in runs}  # fine-tuning waits for its start
+        first = [run for run in runs if starts[run.id] not in starts]
+        with executor.batch():  # one job array for the runs that start from nothing in this submission
+            jobs = [(run, executor.submit(SlurmJob(spec_to_json(run), str(out), progress))) for run in first]
+        submitted = {run.id: job for run, job in jobs}
+        for run in (r for r in runs if r.id not in submitted):  # listed after the run they start from
+            after = submitted[starts[run.id]].job_id
+            extra = {**options["slurm_additional_parameters"], "dependency": f"afterok:{after}"}
+            executor.update_parameters(slurm_additional_parameters=extra)
+            submitted[run.id] = executor.submit(SlurmJob(spec_to_json(run), str(out), progress))
+            jobs.append((run, submitted[run.id]))
+        executor.update_parameters(slurm_additional_parameters=options["slurm_additional_parameters"])
         for run, job in jobs:
             log.info("submitted %s as SLURM job %s", run.id, job.job_id)
         if not self.wait:

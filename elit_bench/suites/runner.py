@@ -138,7 +138,9 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
         metrics=scores, intervals=score_intervals, features=features, training=training,
         num_samples=metrics.num_samples,
         sample={k: sample_record.get(k) for k in ("steps", "sampler", "guidance", "scale", "budget", "guide_budget",
-                                                  "schedule", "teacache", "teacache_skipped",
+                                                  "schedule", "teacache_threshold", "teacache_skipped_steps",
+                                                  "taylorseer_order", "taylorseer_interval",
+                                                  "taylorseer_forecast_evaluations", "tome_ratio",
                                                   "seeds")},  # the noise seeds: sets that share them pair
         flops={"sample_flops_per_sample": sample_record["flops_per_sample"],
                "forward_flops_full": forward_flops(model),
@@ -255,6 +257,12 @@ def execute_evaluations(run: TrainingRun | CheckpointRun, rdir: Path, progress: 
         written = {"train": {}, "checkpoint": run.checkpoint}
     else:
         config = dict(run.train, out=str(rdir / "train"), progress=progress)
+        if run.init_run is not None:  # fine-tuned from another run of the suite: its final checkpoint
+            start = rdir.parent / run.init_run
+            if not (start / DONE).is_file():
+                raise UserError(f"run {run.label!r} ({run.id}) starts from run {run.init_run}, which has not finished "
+                                f"under {str(rdir.parent)!r}: run the suite (its runs go in order) or that run first")
+            config["init"] = str(start / "train" / "checkpoints" / "last.pt")
         resolved, written = resolve_config(config), {"train": run.train, "checkpoint": None}
     if main:  # rewritten when the run is continued with more steps
         write_json(rdir / RUN_JSON, {"suite": run.suite, "scale": run.scale, "run_id": run.id, "label": run.label,

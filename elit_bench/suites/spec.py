@@ -234,6 +234,8 @@ class TrainingRun(RunSpec):
     unmatched: dict = field(default_factory=dict)
     # batch and steps over a reference run's, here and at paper scale (`ratio_table`)
     ratios: dict | None = None
+    # `train.init: {run: LABEL}`: the id of the suite's run whose final checkpoint this one fine-tunes
+    init_run: str | None = None
     kind: ClassVar[str] = "training"
 
     @cached_property
@@ -256,8 +258,10 @@ class TrainingRun(RunSpec):
 
     @cached_property
     def config_hash(self) -> str:
-        """The training identity: model, data, optimisation, seed (not steps: raising them continues the run)."""
-        return identity_hash(self.train)
+        """The training identity: model, data, optimisation, seed (not steps: raising them continues the run),
+        and the run it starts from, if any."""
+        own = identity_hash(self.train)
+        return own if self.init_run is None else canonical_hash([own, self.init_run], 10)
 
 
 @dataclass
@@ -367,6 +371,7 @@ class Suite:
                    for item in expand_matrix(entry) for r in expand_seeds(item)]
         runs = [at.run(entry, evals) for entry in entries]
         resolve_relative(runs, base.get("train") or {}, f"suite {self.name!r} at scale {scale!r}")
+        resolve_init_runs(runs, f"suite {self.name!r} at scale {scale!r}")
         at.usage.check()
         return runs
 
@@ -401,8 +406,10 @@ class _Expansion:
             train = self.substitute(deep_merge(self.base.get("train") or {}, entry.get("train") or {}))
             if self.size and train.get("model"):
                 train["model"] = resize_model(train["model"], self.size)
+            init = train.pop("init") if isinstance(train.get("init"), dict) else None  # {run: LABEL}: resolved below
             run = TrainingRun(label=str(entry.get("label") or train.get("model")), train=train,
                               unmatched=dict(entry.get("unmatched") or {}), **common)
+            run.init_spec = init
         run.evals = [self.evaluation(run, entry, ev) for ev in evals
                      if not ev.get("only") or run.label in ev["only"] or entry.get("label") in ev["only"]]
         return run
@@ -570,6 +577,31 @@ def resolve_relative(runs: list[RunSpec], base_train: dict, where: str) -> None:
             # batch: FLOPs per iteration scale with it; steps (at this run's batch): total FLOPs scale with them
             run.train[key] = max(1, round(ref_cfg[key] * ref_tf / tf))
             run.unmatched.setdefault(key, f"matches the training FLOPs of {ref.label!r}")
+
+
+def resolve_init_runs(runs: list[RunSpec], where: str) -> None:
+    """`train.init: {run: LABEL}` (fine-tuning, e.g. DyDiT from a trained DiT) -> `init_run`, the id of the run of
+    that label listed earlier, with this run's seed where LABEL has several; in place, once batch and steps are
+    settled (they are part of that run's id). The runner gives the training that run's final checkpoint."""
+    seen: dict[str, list[TrainingRun]] = {}
+    for run in runs:
+        if not isinstance(run, TrainingRun):
+            continue
+        spec = getattr(run, "init_spec", None)
+        if spec is not None:
+            label = spec.get("run") if set(spec) == {"run"} else None
+            if label is None:
+                raise UserError(f"{where}: run {run.label!r}: train.init must be a checkpoint path or "
+                                f"{{run: LABEL}} (a run of this suite listed before it), got {spec!r}")
+            candidates = seen.get(str(label), [])
+            same_seed = [r for r in candidates if r.train.get("seed") == run.train.get("seed")]
+            chosen = same_seed if len(candidates) > 1 else candidates
+            if len(chosen) != 1:
+                raise UserError(f"{where}: run {run.label!r}: train.init names run {label!r}, which must be listed "
+                                f"before it with one seed, or with this run's seed {run.train.get('seed')}; runs "
+                                f"before it: {', '.join(seen) or 'none'}")
+            run.init_run = chosen[0].id
+        seen.setdefault(run.label, []).append(run)
 
 
 def _train_tflops(train: dict, where: str) -> float:

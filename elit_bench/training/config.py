@@ -26,7 +26,7 @@ from elit_bench.checkpoint import canonical_hash, read_text
 from elit_bench.data import describe_data, model_input_kwargs
 from elit_bench.data.digits import DEFAULT_RESOLUTION
 from elit_bench.errors import UserError
-from elit_bench.flops import budget_range, forward_flops, train_tflops
+from elit_bench.flops import budget_range, train_forward_flops, train_tflops
 from elit_bench.schema import TrainSettings, check
 from elit_bench.yamlconfig import parse_yaml
 
@@ -94,14 +94,14 @@ def variant_batches(model, variants, batch: int, mode: str, world: int = 1) -> l
     """Global batch for each variant.
 
     constant: `batch` for every variant. scaled (Table 5d (i)): batch_v =
-    batch * mean_F / F_v, with F_v the forward FLOPs of variant v and mean_F
+    batch * mean_F / F_v, with F_v the training-pass FLOPs of variant v and mean_F
     their mean, rounded to a multiple of the world size: cheap budgets get
     bigger batches, and the expected training FLOPs per iteration equal those
     of constant mode at the same `batch` (each iteration costs ~batch * mean_F).
     """
     if mode == "constant":
         return [batch] * len(variants)
-    costs = [forward_flops(model, b, patch_size=p) for b, p in variants]
+    costs = [train_forward_flops(model, b, patch_size=p) for b, p in variants]
     mean = sum(costs) / len(costs)
     return [max(world, round(batch * mean / c / world) * world) for c in costs]
 
@@ -115,9 +115,15 @@ def _plain(value):
     return value
 
 
+# keys added after runs were stored, with their defaults: left out of the identity at the default, so those runs
+# keep their ids and still resume
+LATER_KEYS = {"init": None}
+
+
 def identity(cfg: dict) -> dict:
-    """What defines the training run: the resolved config minus run-control keys."""
-    return {k: v for k, v in cfg.items() if k not in RUN_CONTROL_KEYS}
+    """What defines the training run: the resolved config minus run-control keys (and `LATER_KEYS` at their default)."""
+    return {k: v for k, v in cfg.items()
+            if k not in RUN_CONTROL_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
 def default_out(cfg: dict) -> str:
@@ -168,7 +174,7 @@ def expected_train_tflops(model, cfg: dict) -> float:
     """Training TFLOPs of one iteration in expectation over the variants (budget, patch) drawn uniformly."""
     variants = training_variants(model, cfg)
     batches = variant_batches(model, variants, cfg["batch"], cfg["batch_mode"])
-    return sum(train_tflops(forward_flops(model, b, patch_size=p), n)
+    return sum(train_tflops(train_forward_flops(model, b, patch_size=p), n)
                for (b, p), n in zip(variants, batches)) / len(variants)
 
 
@@ -182,6 +188,8 @@ def resolve_config(config: dict, check_out: bool = True) -> dict:
     cfg["resolution"] = cfg["data"]["resolution"]
     cfg["model_kwargs"] = _model_kwargs(cfg)
     budgets = training_budgets(build_meta_model(cfg), cfg)
+    if cfg["init"] is not None and not Path(cfg["init"]).expanduser().is_file():
+        raise UserError(f"train.init {cfg['init']!r} is not a file: give the checkpoint (.pt) to fine-tune from")
     if cfg["budget_range"] is not None:  # canonical "JMIN:JMAX"
         cfg["budget_range"] = f"{budgets[0]}:{budgets[-1]}"
     if cfg["logger"] == "wandb" and importlib.util.find_spec("wandb") is None:

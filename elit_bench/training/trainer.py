@@ -42,7 +42,7 @@ from elit_bench.checkpoint import atomic_write, checkpoint_config, load_checkpoi
 from elit_bench.data import build_dataset
 from elit_bench.data.base import Prefetcher
 from elit_bench.errors import UserError
-from elit_bench.flops import TRAIN_MULTIPLIER, forward_flops
+from elit_bench.flops import TRAIN_MULTIPLIER, train_forward_flops
 from elit_bench.flow.loss import rectified_flow_loss, sample_timesteps
 from elit_bench.tracking import Tracker
 from elit_bench.training.config import (
@@ -181,6 +181,9 @@ def optimization_step(net, model, ema, optimizer, autocast, x1, y, t, noise, mas
         with contextlib.nullcontext() if last or no_sync is None else no_sync():
             with autocast:
                 part = rectified_flow_loss(net, x1[chunk], y[chunk], t[chunk], noise[chunk], mask, **forward_kwargs)
+                extra = model.auxiliary_loss() if hasattr(model, "auxiliary_loss") else None
+                if extra is not None:  # a loss the model adds to its own forward (DyDiT's FLOPs target)
+                    part = part + extra
             weight = min(size, n - start) / n
             (part * weight).backward()
         loss = loss + part.detach() * weight
@@ -199,10 +202,13 @@ class Trainer:
         from elit_bench.models import create_model
         from elit_bench.models.backbones import Backbone
         from elit_bench.models.compile import compile_model
+        from elit_bench.models.loading import load_init_weights
 
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         torch.manual_seed(derive_seed(cfg["seed"], STREAM_INIT))  # same initial weights on every rank
         self.model = create_model(cfg["model"], **cfg["model_kwargs"]).to(self.device)
+        if cfg["init"] is not None:  # fine-tuning: start from a trained checkpoint's weights
+            load_init_weights(self.model, cfg["init"])
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                            fused=self.device.type == "cuda")
@@ -219,7 +225,7 @@ class Trainer:
             raise UserError(f"batch {cfg['batch']} must be divisible by the number of processes {dist.world}")
         self.variants = training_variants(self.model, cfg)
         self.batches = variant_batches(self.model, self.variants, cfg["batch"], cfg["batch_mode"], dist.world)
-        self.flops = [forward_flops(self.model, b, patch_size=p) for b, p in self.variants]
+        self.flops = [train_forward_flops(self.model, b, patch_size=p) for b, p in self.variants]
         self.micro_batch, self.checkpointing = self.plan_memory()
         for module in self.model.modules():
             if isinstance(module, Backbone):
