@@ -252,3 +252,74 @@ def test_add_a_metric_shows_in_a_table_and_a_leaderboard(guide_metric, tmp_path,
     assert main(["leaderboard", "digits-logits", "--out", str(out), "--dest", str(tmp_path / "l")]) == 0
     board = next((tmp_path / "l").glob("*.md")).read_text()
     assert "lower is better" in board and board.index("| ELIT") < board.index("| DiT")
+
+
+# ---------------------------------------------------------------- add-a-method.md
+def test_add_a_method_excerpts_are_the_code():
+    """Each excerpt (a block whose first line names a file) is in that file line for line; `...` marks a cut."""
+    excerpts = [b for b in FENCE.findall((ROOT / "docs/add-a-method.md").read_text()) if "(excerpt)" in b[1]]
+    assert [b[1].split("\n", 1)[0] for b in excerpts] == [
+        "# elit_bench/models/tread.py (excerpt)", "# elit_bench/models/tread.py (excerpt)",
+        "# elit_bench/models/registry.py (excerpt)", "# elit_bench/schema.py (excerpt)",
+        "# elit_bench/sampling/generate.py (excerpt)", "# suites/elastic-zoo.yaml (excerpt)"]
+    for _, block in excerpts:
+        path, *lines = block.splitlines()
+        source = (ROOT / path[2:].split()[0]).read_text().splitlines()
+        missing = [line for line in lines if line.strip() not in ("", "...") and line not in source]
+        assert not missing, f"{path}: not in the code any more: {missing}"
+
+
+def test_add_a_method_checks_run():
+    checks = [b for b in code_blocks("add-a-method.md", "python") if not b.startswith("# elit_bench/")]
+    assert len(checks) == 2  # TREAD's neutrality and FLOPs, ToMe's
+    for check in checks:
+        exec(compile(check, "add-a-method.md", "exec"), {})
+
+
+def test_add_a_method_commands_exist_and_price_tread(capsys):
+    from elit_bench.cli import build_parser
+
+    commands = [line.split("#")[0].split()[1:] for b in code_blocks("add-a-method.md", "bash")
+                for line in b.splitlines() if line.startswith("elit-bench ")]
+    assert len(commands) == 7
+    for argv in commands:
+        build_parser().parse_args([a.strip("'") for a in argv])  # every flag exists (SystemExit otherwise)
+    flops = next(a for a in commands if a[0] == "flops")
+    priced = {}
+    for name, argv in (("TREAD", flops), ("DiT", ["flops", "DiT-S/2", "--resolution", "256"])):
+        assert main([*argv, "--json"]) == 0
+        priced[name] = json.loads(capsys.readouterr().out)
+    # what the guide says the command shows: the base model's forward, a cheaper training pass
+    assert priced["TREAD"]["forward_gflops"] == priced["DiT"]["forward_gflops"]
+    assert priced["TREAD"]["train_tflops"] < priced["DiT"]["train_tflops"]
+
+
+def test_add_a_method_suite_validates_and_reports(tmp_path, monkeypatch, capsys):
+    from test_results import write_record
+
+    (name, text), = named_files("add-a-method.md").items()
+    suite = tmp_path / name
+    suite.parent.mkdir(parents=True)
+    suite.write_text(text)
+    out = tmp_path / "runs"
+    assert main(["run", str(suite), "--scale", "smoke", "--dry-run", "--json", "--no-estimate",
+                 "--out", str(out)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    batches = {r["label"]: r["batch"] for r in plan["runs"]}
+    assert batches["DiT"] == 64 and batches["TREAD"] > 64  # the routed pass buys a larger batch at equal FLOPs
+
+    # records as the run writes them (one per evaluation), then the guide's table, plot and leaderboard
+    monkeypatch.setenv("ELIT_BENCH_SUITES", str(suite.parent))
+    points = {("DiT", "20 steps", "DiT: steps"): (40.0, 2.0), ("DiT", "10 steps", "DiT: steps"): (60.0, 1.0),
+              ("TREAD", "20 steps", "TREAD: steps"): (35.0, 2.0), ("TREAD", "10 steps", "TREAD: steps"): (50.0, 1.0),
+              ("DiT", "ToMe 0.5", "DiT + ToMe"): (45.0, 1.8)}
+    for (run, label, series), (fd, gflops) in points.items():
+        write_record(out, "tread-zoo", run, None, label, None, {"digits_fd": fd}, gflops=gflops, scale="smoke",
+                     model=f"{run}-S/4", data=("digits", 16), steps=int(label.split()[0]) if "steps" in label else 20,
+                     num=256, series=series)
+    for command in ("table", "plot"):
+        assert main([command, str(suite), "--scale", "smoke", "--out", str(out), "--dest", str(tmp_path / "r")]) == 0
+    assert "TREAD" in (tmp_path / "r" / "table.md").read_text() and (tmp_path / "r" / "figure.png").is_file()
+    assert main(["leaderboard", "digits-tread", "--out", str(out), "--dest", str(tmp_path / "l")]) == 0
+    board = next((tmp_path / "l").glob("*.md")).read_text()
+    assert board.index("| TREAD") < board.index("| DiT")  # lower FD ranks first

@@ -21,11 +21,20 @@ EXPECTED = {
 # and the CPU claims suite (digits only)
 DIGITS_ONLY = {"quickstart", "claims"}
 NO_PAPER_TRAINING = {"table4-mmdit-flops", "fig9-latency", "fig10-flops"} | DIGITS_ONLY
+# suites whose paper scale follows other papers' protocols (docs/zoo.md): run label -> steps
+OTHER_PAPERS = {"elastic-zoo": {"DiT": 400_000, "ELIT-MB": 400_000, "TREAD": 400_000,  # TREAD's DiT-XL/2 at 400k
+                                "DyDiT 0.7": 150_000, "DyDiT 0.5": 200_000}}  # DyDiT's fine-tuning lengths
 
 
 def test_every_suite_is_classified():
     # catches: a new suite whose paper-scale length nobody checked against the paper
-    assert set(list_suites()) == set(EXPECTED) | NO_PAPER_TRAINING
+    assert set(list_suites()) == set(EXPECTED) | NO_PAPER_TRAINING | set(OTHER_PAPERS)
+
+
+@pytest.mark.parametrize("suite", sorted(OTHER_PAPERS))
+def test_paper_scale_steps_follow_the_methods_papers(suite):
+    trained = load_suite(suite).runs("paper", strict_variables=False)
+    assert {r.label: r.train["steps"] for r in trained} == OTHER_PAPERS[suite]
 
 
 @pytest.mark.parametrize("suite", sorted(EXPECTED))

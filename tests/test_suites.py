@@ -14,7 +14,7 @@ from elit_bench.suites.spec import ComputeRun, list_suites, load_suite
 PAPER_SUITES = {"table1-256", "table1-512", "table2-video", "table3-readwrite", "table4-mmdit-flops",
                 "table5a-group-size", "table5b-block-alloc", "table5c-variable-budget", "table5d-batching",
                 "table6-rho", "fig2-adaptive-compute", "fig4-convergence", "fig5-guidance", "fig7-steps-vs-tokens",
-                "fig8-teacache", "fig9-latency", "fig10-flops", "quickstart"}
+                "fig8-teacache", "fig9-latency", "fig10-flops", "quickstart", "elastic-zoo"}
 
 
 def test_suites_json_lists_every_paper_item(capsys):

@@ -21,9 +21,9 @@ evaluations with t inside it; outside, only the main pass runs.
 Baselines (no latent interface) support none and CFG only.
 
 `build_plan` fixes, before sampling, every pass of every evaluation (label,
-budget, and whether the trunk runs or its residual is reused by TeaCache or
-forecast by TaylorSeer); `plan_flops` prices it with the analytic FLOPs
-model; `GuidedVelocity` executes it for one batch.
+budget, and whether it runs in full, reuses the trunk residual (TeaCache) or
+forecasts the blocks' sublayers (TaylorSeer)); `plan_flops` prices it with
+the analytic FLOPs model; `GuidedVelocity` executes it for one batch.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from elit_bench.errors import UserError, choices_error
 from elit_bench.flops import FLOPS_PER_MAC, forward_flops
 from elit_bench.flow.sampling import evaluation_times
 from elit_bench.flow.schedules import check_budgets
-from elit_bench.flow.taylorseer import Forecaster, TaylorSeer, check_alone, grid_positions
+from elit_bench.flow.taylorseer import PassForecast, TaylorSeer, check_alone, grid_positions, modulation_macs
 from elit_bench.flow.teacache import cached_forward, skip_plan
 
 MODES = ("none", "cfg", "ag", "ccfg")
@@ -96,17 +96,19 @@ class Guidance:
 
 @dataclass(frozen=True)
 class Pass:
-    """One model call: class label or null label, budget, and whether it skips the trunk.
+    """One model call: class label or null label, budget, and whether it skips the blocks' work.
 
-    A skipped pass adds a trunk residual forecast from its own last full
-    passes by a Taylor expansion of order `order` (`taylorseer.Forecaster`);
-    order 0 reuses the last residual, which is TeaCache.
+    order None (TeaCache, or no caching): a skipped pass adds the trunk
+    residual of this pass's last full evaluation to the embedded tokens. order
+    O (every pass of a TaylorSeer plan): full passes record each block's
+    sublayer outputs; a skipped pass forecasts them by a Taylor expansion of
+    order O from this pass's full evaluations (`taylorseer.PassForecast`).
     """
 
     conditional: bool
     budget: int | None
     skip: bool = False
-    order: int = 0
+    order: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,50 +132,72 @@ def build_plan(model, times: list[float], solver: str, budgets: Sequence[int | N
     """Every evaluation of a solve over `times` with its passes; `budgets` has one entry per step.
 
     TeaCache (its criterion) or TaylorSeer (its schedule) says which
-    evaluations skip the trunk; a pass skips it only if the same pass ran at
-    the previous evaluation (a guide pass entering the guidance interval has
-    no residual to reuse or forecast from).
+    evaluations skip; a pass skips only if the same pass ran at the previous
+    evaluation (a guide pass entering the guidance interval has nothing to
+    reuse or forecast from), and with TaylorSeer at the same budget (a budget
+    schedule changes the core's latents: the pass runs in full and starts over).
     """
     evals = evaluation_times(times, solver)
     check_alone(teacache, taylorseer)
     if taylorseer is not None:
         skips, order = [not full for full in taylorseer.full(len(evals))], taylorseer.order
     else:
-        skips, order = skip_plan(model.t_embedder, [t for _, t in evals], teacache), 0
+        skips, order = skip_plan(model.t_embedder, [t for _, t in evals], teacache), None
     positions = grid_positions(times, evals)
     plan: list[Evaluation] = []
     for i, (step, t) in enumerate(evals):
         wanted = [Pass(True, budgets[step])]
         if guidance.active(t):
             wanted.append(guidance.guide_pass(budgets[step]))
-        ran_before = len(plan[-1].passes) if plan else 0
-        passes = tuple(Pass(p.conditional, p.budget, skips[i] and j < ran_before, order)
+        before = plan[-1].passes if plan else ()
+        passes = tuple(Pass(p.conditional, p.budget, skips[i] and j < len(before)
+                            and (order is None or before[j].budget == p.budget), order)
                        for j, p in enumerate(wanted))
         plan.append(Evaluation(step, t, passes, positions[i]))
+    if taylorseer is not None:
+        check_forecastable(model, plan)
     return plan
 
 
-def plan_flops(model, plan: Sequence[Evaluation], patch_size=None) -> int:
-    """Analytic FLOPs per sample of a plan: a full forward per computed pass, embed + final per skipped one.
+def check_forecastable(model, plan: Sequence[Evaluation]) -> None:
+    """UserError unless TaylorSeer can forecast every pass of `plan` on `model`, block by block."""
+    if not model.runs_dit_blocks:
+        raise UserError(f"TaylorSeer forecasts the attention and MLP outputs of each DiT block, but "
+                        f"{type(model).__name__} runs its blocks its own way: sample it without TaylorSeer")
+    if any(uses_sample_rng(model, p.budget) for ev in plan for p in ev.passes):
+        raise UserError("TaylorSeer forecasts each kept latent from earlier evaluations, but random dropping "
+                        "keeps other latents at every evaluation: use tail dropping or the full budget")
 
-    Reusing or forecasting a residual is element-wise work, outside the MAC count (as the model's norms
-    and activations are)."""
+
+def plan_flops(model, plan: Sequence[Evaluation], patch_size=None) -> int:
+    """Analytic FLOPs per sample of a plan: the sum of its passes' `pass_flops`."""
     total, cache = 0, {}
     for ev in plan:
         for p in ev.passes:
-            key = (p.budget, p.skip)
+            key = (p.budget, p.skip, p.order is None)
             if key not in cache:
-                if p.skip:
-                    macs = model.macs(budget=p.budget, patch_size=patch_size)
-                    cache[key] = FLOPS_PER_MAC * (macs["embed"] + macs["final"])
-                else:
-                    cache[key] = forward_flops(model, p.budget, patch_size=patch_size)
+                cache[key] = pass_flops(model, p, patch_size)
             total += cache[key]
     return total
 
 
+def pass_flops(model, p: Pass, patch_size=None) -> int:
+    """Analytic FLOPs per sample of one pass: a full forward, or what a skipped pass still runs.
+
+    TeaCache skip: embed + final. TaylorSeer forecast: everything but the blocks' attention and MLP
+    (embed, final, token ops, ELIT's Read and Write) plus each block's adaLN projection. Reusing or
+    forecasting features is element-wise work, outside the MAC count (as the model's norms and
+    activations are)."""
+    if not p.skip:
+        return forward_flops(model, p.budget, patch_size=patch_size)
+    macs = model.macs(budget=p.budget, patch_size=patch_size)
+    if p.order is None:
+        return FLOPS_PER_MAC * (macs["embed"] + macs["final"])
+    return FLOPS_PER_MAC * (sum(macs.values()) - macs["blocks"] + modulation_macs(model))
+
+
 def skipped_evaluations(plan: Sequence[Evaluation]) -> int:
-    """Evaluations whose main pass skipped the trunk (TeaCache reuse, TaylorSeer forecast)."""
+    """Evaluations whose main pass skipped its blocks' work (TeaCache reuse, TaylorSeer forecast)."""
     return sum(ev.passes[0].skip for ev in plan)
 
 
@@ -206,9 +230,10 @@ class GuidedVelocity:
 
     y (B,) labels; generators: one torch.Generator per sample (its seed's),
     passed to models that draw random latents so that each sample's draws come
-    from its own generator, whatever the batch. Each pass keeps its own
-    `Forecaster` of the trunk residual (the guide pass's is dropped when the
-    pass leaves the plan), fed by its full passes and read by its skipped ones.
+    from its own generator, whatever the batch. Each pass keeps its own cache,
+    dropped when the pass leaves the plan: TeaCache its last trunk residual,
+    TaylorSeer a `PassForecast` of every block's sublayers (started over by a
+    full pass at another budget), fed by its full passes, read by its skipped ones.
     """
 
     def __init__(self, model, y: torch.Tensor, plan: Sequence[Evaluation], scale: float,
@@ -218,23 +243,30 @@ class GuidedVelocity:
         self.generators, self.patch_size = generators, patch_size
         self.uses_rng = generators is not None and any(
             uses_sample_rng(model, p.budget) for ev in plan for p in ev.passes)
-        self.keep_residuals = any(p.skip for ev in plan for p in ev.passes)
-        self.forecasters: dict[int, Forecaster] = {}
+        self.keep_residuals = any(p.skip and p.order is None for ev in plan for p in ev.passes)
+        self.residuals: dict[int, torch.Tensor] = {}  # TeaCache, by pass
+        self.forecasts: dict[int, PassForecast] = {}  # TaylorSeer, by pass
 
     def __call__(self, x: torch.Tensor, t: float, i: int) -> torch.Tensor:
         ev = self.plan[i]
-        for j in [j for j in self.forecasters if j >= len(ev.passes)]:  # a pass this evaluation does not run
-            del self.forecasters[j]
+        for cache in (self.residuals, self.forecasts):
+            for j in [j for j in cache if j >= len(ev.passes)]:  # a pass this evaluation does not run
+                del cache[j]
         outs = [self._run(x, t, j, p, ev.position) for j, p in enumerate(ev.passes)]
         return outs[0] if len(outs) == 1 else combine(outs[0], outs[1], self.scale)
 
     def _run(self, x: torch.Tensor, t: float, j: int, p: Pass, position: int) -> torch.Tensor:
         y = self.y if p.conditional else self.null
         tt = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
+        generator = list(self.generators) if self.uses_rng else None
+        if p.order is not None:  # TaylorSeer: the blocks record or forecast their sublayers
+            if not p.skip and (j not in self.forecasts or self.forecasts[j].budget != p.budget):
+                self.forecasts[j] = PassForecast(self.model, p.order, p.budget)
+            with self.forecasts[j].attached(position, forecasting=p.skip):
+                return self.model(x, tt, y, p.budget, self.patch_size, generator)
         out, residual = cached_forward(
-            self.model, x, tt, y, p.budget, residual=self.forecasters[j].predict(position) if p.skip else None,
-            keep_residual=self.keep_residuals, generator=list(self.generators) if self.uses_rng else None,
-            patch_size=self.patch_size)
+            self.model, x, tt, y, p.budget, residual=self.residuals[j] if p.skip else None,
+            keep_residual=self.keep_residuals, generator=generator, patch_size=self.patch_size)
         if residual is not None and not p.skip:
-            self.forecasters.setdefault(j, Forecaster(p.order)).update(residual, position)
+            self.residuals[j] = residual
         return out

@@ -1,34 +1,33 @@
-"""TaylorSeer (Liu et al., 2025, "From Reusing to Forecasting"): forecast the trunk between full evaluations.
+"""TaylorSeer (Liu et al., 2025, "From Reusing to Forecasting"): forecast every block's sublayers between full evaluations.
 
-TeaCache (`teacache.py`) reuses the last trunk residual R = trunk(tokens) -
-tokens at the evaluations it skips. TaylorSeer runs the trunk at a fixed
-schedule of evaluations ("full") and *forecasts* R at the ones between, by a
-Taylor expansion around the last full evaluation whose derivatives are
-finite differences of the full evaluations (paper Sec. 3.2; released
-`TaylorSeer-DiT/taylor_utils/__init__.py`):
+TaylorSeer runs the model in full at a fixed schedule of evaluations and, at
+the ones between, *forecasts* each transformer block's attention output and
+MLP output (before their adaLN gates) by a Taylor expansion around the last
+full evaluation, whose derivatives are finite differences of the full
+evaluations (paper Sec. 3.2; released `TaylorSeer-DiT/taylor_utils/__init__.py`):
 
     at a full evaluation at position s, with the previous one at s' (d = s - s'):
-        D_0 = R(s),   D_{i+1} = (D_i - D_i_old) / d,   i < O, while the old D_i exists
+        D_0 = F(s),   D_{i+1} = (D_i - D_i_old) / d,   i < O, while the old D_i exists
     at a forecast evaluation at position u:
-        R(u) ~ sum_i D_i (u - s)^i / i!
+        F(u) ~ sum_i D_i (u - s)^i / i!
 
-O is the order (0: reuse, i.e. TeaCache's residual); the old factors come
-from the previous full evaluation, so the order available grows by one per
-full evaluation, up to O. With equal spacing N, D_i is the i-th backward
-difference over N^i (the paper's Delta^i F / N^i): exact for a trajectory
-that is a polynomial of degree <= 1 at any O >= 1, and for degree >= 2 only
-the top factor is exact (D_m = m! a_m on a degree-m polynomial); the lower
-ones carry the O(N) error of backward differences (the paper's error bound).
+O is the order (0: reuse); the old factors come from the previous full
+evaluation, so the order available grows by one per full evaluation, up to O.
+With equal spacing N, D_i is the i-th backward difference over N^i (the
+paper's Delta^i F / N^i): exact for a trajectory that is a polynomial of
+degree <= 1 at any O >= 1, and for degree >= 2 only the top factor is exact
+(D_m = m! a_m on a degree-m polynomial); the lower ones carry the O(N) error
+of backward differences (the paper's error bound).
 
-What is forecast: the released DiT code forecasts every block's attention
-and MLP outputs and multiplies each by the adaLN gate of the evaluation at
-hand; here the whole trunk's residual is forecast, one code path for every
-model (U-ViT skips, HDiT merges, ELIT's Read and Write are inside the trunk).
-The expansion is linear in the feature, so the two agree exactly when the
-gates do not change between evaluations, and differ otherwise
-(tests/test_taylorseer.py). A forecast pass runs no block: it costs embed +
-final, like a TeaCache skip (the released code also runs each block's adaLN
-projection there).
+What runs at a forecast evaluation (released `TaylorSeer-DiT/models.py`,
+`DiTBlock.forward`, type "Taylor"): each block computes its adaLN modulation
+from the current conditioning c and adds gate1(c) * forecast(attention), then
+gate2(c) * forecast(MLP), to the residual stream; no norm, attention or MLP.
+Everything outside the blocks' sublayers runs in full: embedding, final
+layer, token ops (U-ViT skip joins, HDiT merge/split) and ELIT's Read and
+Write, on the forecast stream. The hook is `DiTBlock.sublayer_cache`
+(`SublayerCache`), set for the length of one pass (`PassForecast.attached`);
+each pass of a guided evaluation has its own (released: the doubled CFG batch).
 
 Schedule (released `cache_functions/cal_type.py`): the first two evaluations
 are full, then one in every `interval`: evaluation i is full iff i < 2 or
@@ -45,12 +44,14 @@ derivatives (no difference over a zero distance).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from elit_bench.errors import UserError
+from elit_bench.models.layers import DiTBlock
 
 FIRST_FULL = 2  # evaluations computed fully before the schedule starts (the released `first_enhance`)
 
@@ -75,14 +76,14 @@ class TaylorSeer:
                             "N; 1 = every evaluation full)")
 
     def full(self, evaluations: int) -> list[bool]:
-        """For each of `evaluations` evaluations, True where the trunk runs."""
+        """For each of `evaluations` evaluations, True where the model runs in full."""
         self.check()
         return [i < FIRST_FULL or (i - 1) % self.interval == 0 for i in range(evaluations)]
 
 
 def check_alone(teacache: float | None, taylorseer: TaylorSeer | None) -> None:
     if teacache is not None and taylorseer is not None:
-        raise UserError("TeaCache and TaylorSeer both choose the evaluations that skip the trunk: use one of them")
+        raise UserError("TeaCache and TaylorSeer both choose the evaluations that skip the blocks: use one of them")
 
 
 def grid_positions(times: Sequence[float], evals: Sequence[tuple[int, float]]) -> list[int]:
@@ -91,7 +92,7 @@ def grid_positions(times: Sequence[float], evals: Sequence[tuple[int, float]]) -
 
 
 class Forecaster:
-    """Taylor factors D_0..D_m (m <= order) of one pass's trunk residual (B, L, d), anchored at a position."""
+    """Taylor factors D_0..D_m (m <= order) of one feature (e.g. a sublayer's output (B, L, d)), anchored at a position."""
 
     def __init__(self, order: int):
         self.order = order
@@ -117,3 +118,55 @@ class Forecaster:
         for i, factor in enumerate(self.factors[1:], start=1):
             out = out + factor * (x ** i / math.factorial(i))
         return out
+
+
+class SublayerCache:
+    """The hook TaylorSeer sets on one `DiTBlock` (`DiTBlock.sublayer_cache`) for one pass: a `Forecaster` of
+    its attention output (0) and one of its MLP output (1), each (B, L, d) before its gate.
+
+    Full evaluation (`forecasting` False): the block computes both and `record`s them at `position`.
+    Forecast evaluation: the block asks `forecast(k)` at `position` instead of computing sublayer k.
+    """
+
+    def __init__(self, order: int):
+        self.sublayers = (Forecaster(order), Forecaster(order))
+        self.position: int | None = None
+        self.forecasting = False
+
+    def record(self, k: int, output: torch.Tensor) -> None:
+        # at least fp32: finite differences of bf16 outputs (autocast) would lose the derivatives
+        self.sublayers[k].update(output.to(torch.promote_types(output.dtype, torch.float32)), self.position)
+
+    def forecast(self, k: int) -> torch.Tensor:
+        return self.sublayers[k].predict(self.position)
+
+
+def dit_blocks(model) -> list[DiTBlock]:
+    """Every transformer block of `model` (a backbone's, ELIT's head, core and tail)."""
+    return [m for m in model.modules() if isinstance(m, DiTBlock)]
+
+
+def modulation_macs(model) -> int:
+    """MACs per sample of a TaylorSeer forecast pass inside the blocks: each block's adaLN projection."""
+    return sum(block.modulation_macs() for block in dit_blocks(model))
+
+
+class PassForecast:
+    """One pass's TaylorSeer state: a `SublayerCache` per DiT block of `model`, for passes at `budget`."""
+
+    def __init__(self, model, order: int, budget: int | None):
+        self.blocks = dit_blocks(model)
+        self.caches = [SublayerCache(order) for _ in self.blocks]
+        self.budget = budget
+
+    @contextmanager
+    def attached(self, position: int, forecasting: bool) -> Iterator[None]:
+        """Inside, every block records (full pass) or forecasts (`forecasting`) its sublayers at `position`."""
+        for block, cache in zip(self.blocks, self.caches):
+            cache.position, cache.forecasting = position, forecasting
+            block.sublayer_cache = cache
+        try:
+            yield
+        finally:
+            for block in self.blocks:
+                block.sublayer_cache = None

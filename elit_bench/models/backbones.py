@@ -154,6 +154,10 @@ class PlannedModel(nn.Module):
     shape), nothing drawn or copied from the host inside it.
     """
 
+    # the trunk runs each DiTBlock once per pass through `DiTBlock.forward`, so TaylorSeer can forecast its
+    # sublayers (flow/taylorseer.py); a model that runs its blocks another way (DyDiT) sets it False
+    runs_dit_blocks = True
+
     def forward(self, x, t, y, budget=None, patch_size=None, generator=None):
         return self.compute(x, t, y, self.plan(x, budget, patch_size, generator))[0]
 

@@ -50,6 +50,7 @@ def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch
         forward_flops,
         mean_forward_flops,
         measure_forward_flops,
+        train_forward_flops,
         train_tflops,
     )
     from elit_bench.models import create_model, param_count
@@ -62,8 +63,10 @@ def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch
         model = create_model(name, resolution=resolution, **(overrides or {}))
     budgets = budget_range(model, budget_spec) if budget_spec else [budget]
     fwd = mean_forward_flops(model, budgets)
+    # a model whose training pass differs from its forward (TREAD's routed tokens) trains at that pass's cost
+    train_fwd = sum(train_forward_flops(model, b) for b in budgets) / len(budgets)
     out = {"model": name, "resolution": resolution, "params": param_count(model), "budgets": budgets,
-           "forward_gflops": fwd / 1e9, "train_tflops": train_tflops(fwd, batch), "batch": batch,
+           "forward_gflops": fwd / 1e9, "train_tflops": train_tflops(train_fwd, batch), "batch": batch,
            "components_gmacs": {k: v / 1e9 for k, v in model.macs(budget=budgets[-1]).items()}}
     if measure:
         measured = sum(measure_forward_flops(model, b, device="meta") for b in budgets) / len(budgets)

@@ -178,6 +178,7 @@ class DyDiT(PlannedModel):
     num_heads = property(lambda self: self.backbone.num_heads)
     t_embedder = property(lambda self: self.backbone.t_embedder)
     max_budget = None
+    runs_dit_blocks = False  # its blocks run at routed widths, not through DiTBlock.forward: no TaylorSeer
 
     # -- the pass
     def plan(self, x, budget=None, patch_size=None, generator=None) -> dict:

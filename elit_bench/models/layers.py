@@ -182,6 +182,9 @@ class DiTBlock(nn.Module):
     token_merge: None, or the ToMe hook `apply_tome` sets (models/tome.py): called on the block
     input, it gives each sublayer's merge (None: that sublayer sees every token); the sublayer runs
     on the merged tokens and its output is unmerged (copied back to every merged token).
+    sublayer_cache: None, or the TaylorSeer hook a sampling pass sets (flow/taylorseer.py): it
+    records each sublayer's output (0 attention, 1 MLP; (B, L, d), before the gate), or, when
+    `forecasting`, supplies forecasts of them; the adaLN modulation is always computed from c.
     """
 
     def __init__(self, dim: int, num_heads: int, cond_dim: int | None = None, mlp_ratio: float = 4.0,
@@ -193,20 +196,34 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(dim, mlp_ratio)
         self.adaLN_modulation = adaln(cond_dim or dim, 6, dim)
         self.token_merge = None
+        self.sublayer_cache = None
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)
+        cache = self.sublayer_cache
+        if cache is not None and cache.forecasting:  # TaylorSeer: gate(c) * forecast, no attention or MLP
+            x = x + gate1.unsqueeze(1) * cache.forecast(0)
+            return x + gate2.unsqueeze(1) * cache.forecast(1)
         ma, mm = self.token_merge(x, rope) if self.token_merge is not None else (None, None)
         h = modulate(self.norm1(x), shift1, scale1)
-        x = x + gate1.unsqueeze(1) * (self.attn(h, rope=rope) if ma is None
-                                      else ma.unmerge(self.attn(ma.merge(h), rope=ma.rope)))
+        out = self.attn(h, rope=rope) if ma is None else ma.unmerge(self.attn(ma.merge(h), rope=ma.rope))
+        if cache is not None:
+            cache.record(0, out)
+        x = x + gate1.unsqueeze(1) * out
         h = modulate(self.norm2(x), shift2, scale2)
-        return x + gate2.unsqueeze(1) * (self.mlp(h) if mm is None else mm.unmerge(self.mlp(mm.merge(h))))
+        out = self.mlp(h) if mm is None else mm.unmerge(self.mlp(mm.merge(h)))
+        if cache is not None:
+            cache.record(1, out)
+        return x + gate2.unsqueeze(1) * out
+
+    def modulation_macs(self) -> int:
+        """MACs of the adaLN projection (once per sample): all a block computes at a TaylorSeer forecast."""
+        return linear_macs(1, self.adaLN_modulation[1])
 
     def macs(self, tokens: int) -> int:
         """MACs on `tokens` tokens; with ToMe, each sublayer's at its merged count plus the matching."""
         attn, mlp, matching = (tokens, tokens, 0) if self.token_merge is None else self.token_merge.counts(tokens)
-        return self.attn.macs(attn) + self.mlp.macs(mlp) + linear_macs(1, self.adaLN_modulation[1]) + matching
+        return self.attn.macs(attn) + self.mlp.macs(mlp) + self.modulation_macs() + matching
 
 
 # ---------------------------------------------------------------- embedders

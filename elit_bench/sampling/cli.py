@@ -40,8 +40,9 @@ def register(sub) -> None:
     p.add_argument("--teacache", type=float, metavar="THRESH",
                    help="TeaCache threshold on the accumulated timestep-embedding change (off by default)")
     p.add_argument("--taylorseer", type=int, nargs=2, metavar=("ORDER", "INTERVAL"),
-                   help="TaylorSeer: the trunk runs at the first two evaluations and one in INTERVAL after, its "
-                        "residual forecast by a Taylor expansion of ORDER between (off by default; not with --teacache)")
+                   help="TaylorSeer: the model runs in full at the first two evaluations and one in INTERVAL after; "
+                        "between, each block's attention and MLP outputs are forecast by a Taylor expansion of ORDER "
+                        "(off by default; not with --teacache)")
     p.add_argument("--tome", type=float, metavar="RATIO",
                    help="ToMe: merge this share of each block's tokens (0 < RATIO <= 0.75) before attention, "
                         "unmerge after (off by default)")
