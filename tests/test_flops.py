@@ -251,3 +251,12 @@ def test_models_cli_lists_registry(capsys):
     assert main(["models", "ELIT-*", "--json"]) == 0
     names = json.loads(capsys.readouterr().out)
     assert "ELIT-HDiT-XL/2" in names and all(n.startswith("ELIT-") for n in names)
+
+
+@pytest.mark.parametrize("name", ["TREAD-DiT-S/2", "DyDiT-S/2"])
+def test_flops_command_measures_the_pass_it_prints(name):
+    # catches: `elit-bench flops --measure` counting TREAD's routed training pass beside its inference forward
+    from elit_bench.models.cli import model_flops
+
+    out = model_flops(name, 64, measure=True)
+    assert out["measured_forward_gflops"] == pytest.approx(out["forward_gflops"], rel=1e-12)

@@ -69,6 +69,10 @@ def model_flops(name: str, resolution: int, budget=None, budget_spec=None, batch
            "forward_gflops": fwd / 1e9, "train_tflops": train_tflops(train_fwd, batch), "batch": batch,
            "components_gmacs": {k: v / 1e9 for k, v in model.macs(budget=budgets[-1]).items()}}
     if measure:
+        # the inference pass, the one `forward_gflops` counts (TREAD trains on a cheaper one); a model whose
+        # inference cost depends on its input (DyDiT) cannot run it on the meta device: its dense training
+        # pass costs the full forward
+        model.train(hasattr(model, "recorded_flops"))
         measured = sum(measure_forward_flops(model, b, device="meta") for b in budgets) / len(budgets)
         out["measured_forward_gflops"] = measured / 1e9
     if model.max_budget is not None:
