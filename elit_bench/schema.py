@@ -18,7 +18,7 @@ import difflib
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from elit_bench.errors import UserError
 from elit_bench.flow.guidance import MODES
@@ -35,6 +35,7 @@ BUDGET_SHARE_TOLERANCE = 0.1  # a "N%" budget may round to a share at most 10% (
 BATCH_MODES = ("constant", "scaled")
 PRECISIONS = ("auto", "fp32", "bf16")
 LOGGERS = ("tensorboard", "wandb")
+DEFAULT_DISTILL_WEIGHT = 20.0  # the paper's: brings the distillation term to the rectified-flow loss's magnitude
 
 
 def _check_budget(value):
@@ -61,6 +62,10 @@ class TrainSettings(StrictSettings):
     model_kwargs: dict[str, Any] = {}  # create_model overrides, e.g. {hidden_size: 64, group_size: 2, drop: random}
     # fine-tune: start from this checkpoint's (EMA) weights, e.g. DyDiT from a trained DiT (its routers keep their init)
     init: str | None = None
+    # distil from this checkpoint's (EMA) model: add distill_weight x the mean squared error between the model's
+    # velocity and the teacher's on the same noisy input (paper Sec. 4.4, Qwen-Image: init and teacher the same model)
+    teacher: str | None = None
+    distill_weight: Annotated[float, Field(ge=0)] | None = None  # 20 (the paper's) when a teacher is given
     data: str | dict[str, Any] = "digits"  # digits | padded-digits | moving-digits | latent data set directory
     resolution: PositiveInt | None = None  # px of the embedded digits (latent sets carry their own)
     batch: PositiveInt = 256  # global batch (split over ranks)
@@ -75,11 +80,16 @@ class TrainSettings(StrictSettings):
     timesteps: Literal[TIMESTEP_KINDS] = "logit_normal"  # the same for every model
     timestep_mean: float = 0.0
     timestep_std: Annotated[float, Field(gt=0)] = 1.0
+    # training times shifted toward the noise as sample.shift shifts the sampling grid (the paper's Qwen-Image setup: 2.22)
+    time_shift: Annotated[float, Field(gt=0)] = 1.0
     multi_budget: bool = False  # draw J~ per iteration (default range 1:J)
     budget_range: str | None = None  # "JMIN:JMAX": draw J~ uniformly in it
     batch_mode: Literal[BATCH_MODES] = "constant"  # scaled: batch varies with the budget (Table 5d (i))
     precision: Literal[PRECISIONS] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the model
+    # fsdp: each rank holds 1/world of the weights, gradients, AdamW state and EMA (FSDP2, per block), for models
+    # whose training state does not fit one GPU; ddp: every rank holds all of it (training/sharding.py)
+    sharding: Literal["ddp", "fsdp"] = "ddp"
     # per-GPU micro-batch: the rank's batch runs in chunks of this size, gradients accumulated (DDP syncs once);
     # "auto": the largest that fits the GPU's memory (`elit-bench run SUITE --dry-run` prints it), the whole
     # rank batch on CPU
@@ -94,6 +104,15 @@ class TrainSettings(StrictSettings):
     logger: Literal[LOGGERS] = "tensorboard"  # wandb: also Weights & Biases (pip install wandb)
     progress: bool = True  # tqdm progress bar
     out: str | None = None  # run directory (default: runs/<model>-<data>-<hash>)
+
+    @model_validator(mode="after")
+    def _distillation(self):
+        if self.teacher is None and self.distill_weight is not None:
+            raise ValueError(f"distill_weight {self.distill_weight} without a teacher: set train.teacher (the "
+                             "checkpoint to distil from) or drop distill_weight")
+        if self.teacher is not None and self.distill_weight is None:
+            self.distill_weight = DEFAULT_DISTILL_WEIGHT
+        return self
 
 
 class TaylorSeerSettings(StrictSettings):

@@ -25,22 +25,25 @@ SOLVERS = ("euler", "heun")
 DEFAULT_STEPS = 40
 
 
+def shift_time(t, shift: float):
+    """The SD3 / FLUX time shift of t (a float or a tensor), on the noise level s = 1 - t:
+    s' = shift * s / (1 + (shift - 1) * s). shift > 1 moves times toward the noise (t = 0); sampling
+    (`time_grid`) and training (`flow.loss.sample_timesteps`) both use it, so a shift means the same in both."""
+    s = 1.0 - t
+    return 1.0 - shift * s / (1.0 + (shift - 1.0) * s)
+
+
 def time_grid(steps: int = DEFAULT_STEPS, shift: float = 1.0) -> list[float]:
     """N + 1 times from 0 (noise) to 1 (data).
 
-    The grid is uniform in u = k / N, then shifted as in SD3 / FLUX, on the
-    noise level s = 1 - t: s' = shift * s / (1 + (shift - 1) * s). shift = 1
+    The grid is uniform in u = k / N, then shifted (`shift_time`). shift = 1
     keeps the uniform grid; shift > 1 spends more steps near the noise.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise UserError(f"number of sampling steps must be an integer >= 1, got {steps!r}")
     if not (math.isfinite(shift) and shift > 0):
         raise UserError(f"time shift must be a number > 0 (1 = uniform grid), got {shift!r}")
-    times = []
-    for k in range(steps + 1):
-        s = 1.0 - k / steps
-        times.append(1.0 - shift * s / (1.0 + (shift - 1.0) * s))
-    return times
+    return [shift_time(k / steps, shift) for k in range(steps + 1)]
 
 
 def check_solver(solver: str) -> None:

@@ -39,12 +39,14 @@ def _tuple(v, n: int) -> tuple[int, ...]:
 
 # ---------------------------------------------------------------- tables on the device, made once
 @functools.cache
-def device_rope(layout: Layout, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE tables of a layout, built once per device: a forward pass copies nothing from the host.
+def device_rope(layout: Layout, head_dim: int, device: torch.device,
+                axes_pairs: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE tables of a layout (anything with `positions()`), built once per device: a forward pass copies
+    nothing from the host. axes_pairs: as in `rope_tables`.
 
     Built outside inference mode, so tables first made while sampling still serve training."""
     with torch.inference_mode(False), torch.no_grad():
-        return rope_tables(layout.positions().to(device), head_dim)
+        return rope_tables(layout.positions().to(device), head_dim, axes_pairs=axes_pairs)
 
 
 @functools.cache

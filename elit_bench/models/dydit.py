@@ -179,6 +179,7 @@ class DyDiT(PlannedModel):
     t_embedder = property(lambda self: self.backbone.t_embedder)
     max_budget = None
     runs_dit_blocks = False  # its blocks run at routed widths, not through DiTBlock.forward: no TaylorSeer
+    calls_blocks = False  # nor through any block's forward: train.sharding: fsdp cannot gather a block per call
 
     # -- the pass
     def plan(self, x, budget=None, patch_size=None, generator=None) -> dict:

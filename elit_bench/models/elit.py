@@ -260,6 +260,10 @@ class LatentInterface(nn.Module):
 class ELIT(PlannedModel):
     """A backbone with a latent interface: forward(x, t, y, budget=None) like any model.
 
+    The backbone is a `Backbone`: ELIT calls its embed / run_blocks / unembed and their `macs` twins. A
+    second token stream (an MM-DiT's text) lives in the pass's `state`, which the backbone's `run_blocks`
+    reads and updates, so it passes the head, the latent core and the tail untouched by Read and Write.
+
     blocks: (B_in, B_core, B_out), summing to the backbone's depth; Read runs
     after block B_in - 1 and Write after block B_in + B_core - 1. group_size:
     spatial tokens per group and axis (default: the token grid split in 4 per
@@ -300,6 +304,7 @@ class ELIT(PlannedModel):
     depth = property(lambda self: self.backbone.depth)
     max_budget = property(lambda self: self.interface.latents_per_group)
     t_embedder = property(lambda self: self.backbone.t_embedder)
+    runs_dit_blocks = property(lambda self: self.backbone.runs_dit_blocks)  # an MM-DiT's blocks are not DiT blocks
 
     def _group_pos(self, grid: Grid):
         if self.backbone.pos_embed_kind != "learned":

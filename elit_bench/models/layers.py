@@ -26,15 +26,17 @@ def linear_macs(tokens: int, layer: nn.Linear) -> int:
 
 
 # ---------------------------------------------------------------- rotary embedding
-def rope_tables(pos: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(pos: torch.Tensor, head_dim: int, theta: float = 10000.0,
+                axes_pairs: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Axial RoPE tables for token coordinates pos (L, n_axes).
 
     The head_dim / 2 rotation pairs are shared out over the axes as evenly as
-    possible (2D at head_dim 72: 18 + 18 pairs; 3D at 64: 11 + 11 + 10).
+    possible (2D at head_dim 72: 18 + 18 pairs; 3D at 64: 11 + 11 + 10), or
+    as `axes_pairs` says (Qwen-Image: 8 + 28 + 28 at head_dim 128).
     Returns cos, sin of shape (L, head_dim / 2).
     """
     pairs, axes = head_dim // 2, pos.shape[-1]
-    counts = [pairs // axes + (1 if a < pairs % axes else 0) for a in range(axes)]
+    counts = axes_pairs or [pairs // axes + (1 if a < pairs % axes else 0) for a in range(axes)]
     angles = []
     for a, n in enumerate(counts):
         freqs = theta ** (-torch.arange(n, dtype=torch.float32, device=pos.device) / max(n, 1))

@@ -237,3 +237,34 @@ def _dydit_factory(size: str, patch):
 for _size in SIZES:
     for _ptag in FAMILY_PATCHES["DiT"]:
         register_model(ModelName("DyDiT", _size, _ptag), _dydit_factory(_size, PATCHES[_ptag]))
+
+
+# MM-DiT (models/mmdit.py): double-stream blocks with joint attention over text and image tokens, and ELIT on its
+# image stream. S and B are DiT's sizes; QwenImage is Qwen-Image's layout (60 blocks, width 3072, 24 heads of 128,
+# text from Qwen2.5-VL's 3584-wide outputs, ~300 tokens: paper Sec. 4.4), with Read after block 8 and Write
+# before block 52. Text width and length of the small sizes fit the built-in prompts; all are overrides.
+MMDIT_SIZES = {"S": (*SIZES["S"], 256, 16), "B": (*SIZES["B"], 256, 16), "QwenImage": (60, 3072, 24, 3584, 300)}
+MMDIT_ELIT_BLOCKS = {"QwenImage": (8, 44, 8)}
+
+
+def _mmdit_factory(size: str, elit: bool):
+    from elit_bench.models.mmdit import MMDiT
+
+    depth, width, heads, text_dim, text_tokens = MMDIT_SIZES[size]
+
+    def build(**kw):
+        interface = {k: kw.pop(k) for k in ELIT_KEYS if k in kw}
+        if interface and not elit:
+            raise UserError(f"{sorted(interface)} only apply to ELIT models")
+        if elit and size in MMDIT_ELIT_BLOCKS:
+            interface.setdefault("blocks", MMDIT_ELIT_BLOCKS[size])
+        kw = {"depth": depth, "hidden_size": width, "num_heads": heads, "text_dim": text_dim,
+              "text_tokens": text_tokens, "patch_size": 2, **kw}
+        backbone = MMDiT(**kw)
+        return ELIT(backbone, **interface) if elit else backbone
+    return build
+
+
+for _size in MMDIT_SIZES:
+    register_model(ModelName("MMDiT", _size, "2"), _mmdit_factory(_size, elit=False))
+    register_model(ModelName("ELIT-MMDiT", _size, "2"), _mmdit_factory(_size, elit=True))

@@ -35,6 +35,7 @@ import torch
 from elit_bench.errors import UserError
 from elit_bench.models.backbones import Backbone
 from elit_bench.models.elit import ELIT
+from elit_bench.models.layers import DiTBlock
 from elit_bench.models.layout import Grid
 from elit_bench.models.tread import TREAD
 
@@ -174,13 +175,13 @@ class BlockMerging:
 def spatial_blocks(model) -> tuple[Backbone, range | list[int]]:
     """(backbone, indices of the blocks that see spatial tokens): every block of a backbone; for
     ELIT the head and tail (the core runs on latents)."""
-    if isinstance(model, ELIT):
+    if isinstance(model, ELIT) and all(isinstance(b, DiTBlock) for b in model.backbone.blocks):
         b_in, b_core, _ = model.blocks
         depth = model.backbone.depth
         return model.backbone, [*range(b_in), *range(b_in + b_core, depth)]
     if isinstance(model, TREAD):  # it samples as its backbone
         model = model.backbone
-    if isinstance(model, Backbone):
+    if isinstance(model, Backbone) and all(isinstance(b, DiTBlock) for b in model.blocks):
         return model, range(model.depth)
     raise UserError(f"ToMe applies to this harness's backbones (DiT, U-ViT, HDiT, multi-patch DiT, SiT), their "
                     f"ELIT and TREAD versions, not {type(model).__name__}")

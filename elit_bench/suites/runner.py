@@ -257,12 +257,16 @@ def execute_evaluations(run: TrainingRun | CheckpointRun, rdir: Path, progress: 
         written = {"train": {}, "checkpoint": run.checkpoint}
     else:
         config = dict(run.train, out=str(rdir / "train"), progress=progress)
-        if run.init_run is not None:  # fine-tuned from another run of the suite: its final checkpoint
-            start = rdir.parent / run.init_run
+        # fine-tuned from / distilled from another run of the suite: its final checkpoint
+        for key, start_id in (("init", run.init_run), ("teacher", run.teacher_run)):
+            if start_id is None:
+                continue
+            start = rdir.parent / start_id
             if not (start / DONE).is_file():
-                raise UserError(f"run {run.label!r} ({run.id}) starts from run {run.init_run}, which has not finished "
-                                f"under {str(rdir.parent)!r}: run the suite (its runs go in order) or that run first")
-            config["init"] = str(start / "train" / "checkpoints" / "last.pt")
+                raise UserError(f"run {run.label!r} ({run.id}) starts from run {start_id} (train.{key}), which has "
+                                f"not finished under {str(rdir.parent)!r}: run the suite (its runs go in order) or "
+                                "that run first")
+            config[key] = str(start / "train" / "checkpoints" / "last.pt")
         resolved, written = resolve_config(config), {"train": run.train, "checkpoint": None}
     if main:  # rewritten when the run is continued with more steps
         write_json(rdir / RUN_JSON, {"suite": run.suite, "scale": run.scale, "run_id": run.id, "label": run.label,

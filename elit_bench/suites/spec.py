@@ -236,6 +236,8 @@ class TrainingRun(RunSpec):
     ratios: dict | None = None
     # `train.init: {run: LABEL}`: the id of the suite's run whose final checkpoint this one fine-tunes
     init_run: str | None = None
+    # `train.teacher: {run: LABEL}`: the id of the suite's run whose final checkpoint this one distils from
+    teacher_run: str | None = None
     kind: ClassVar[str] = "training"
 
     @cached_property
@@ -259,9 +261,10 @@ class TrainingRun(RunSpec):
     @cached_property
     def config_hash(self) -> str:
         """The training identity: model, data, optimisation, seed (not steps: raising them continues the run),
-        and the run it starts from, if any."""
+        and the runs it starts from and distils from, if any."""
         own = identity_hash(self.train)
-        return own if self.init_run is None else canonical_hash([own, self.init_run], 10)
+        starts = [self.init_run] + ([self.teacher_run] if self.teacher_run is not None else [])
+        return own if starts == [None] else canonical_hash([own, *starts], 10)
 
 
 @dataclass
@@ -406,10 +409,11 @@ class _Expansion:
             train = self.substitute(deep_merge(self.base.get("train") or {}, entry.get("train") or {}))
             if self.size and train.get("model"):
                 train["model"] = resize_model(train["model"], self.size)
-            init = train.pop("init") if isinstance(train.get("init"), dict) else None  # {run: LABEL}: resolved below
+            # {run: LABEL}: resolved below
+            starts = {key: train.pop(key) for key in ("init", "teacher") if isinstance(train.get(key), dict)}
             run = TrainingRun(label=str(entry.get("label") or train.get("model")), train=train,
                               unmatched=dict(entry.get("unmatched") or {}), **common)
-            run.init_spec = init
+            run.start_specs = starts
         run.evals = [self.evaluation(run, entry, ev) for ev in evals
                      if not ev.get("only") or run.label in ev["only"] or entry.get("label") in ev["only"]]
         return run
@@ -580,27 +584,27 @@ def resolve_relative(runs: list[RunSpec], base_train: dict, where: str) -> None:
 
 
 def resolve_init_runs(runs: list[RunSpec], where: str) -> None:
-    """`train.init: {run: LABEL}` (fine-tuning, e.g. DyDiT from a trained DiT) -> `init_run`, the id of the run of
-    that label listed earlier, with this run's seed where LABEL has several; in place, once batch and steps are
-    settled (they are part of that run's id). The runner gives the training that run's final checkpoint."""
+    """`train.init: {run: LABEL}` (fine-tuning, e.g. DyDiT from a trained DiT) -> `init_run`, and `train.teacher:
+    {run: LABEL}` (distillation) -> `teacher_run`: the id of the run of that label listed earlier, with this run's
+    seed where LABEL has several; in place, once batch and steps are settled (they are part of that run's id).
+    The runner gives the training that run's final checkpoint."""
     seen: dict[str, list[TrainingRun]] = {}
     for run in runs:
         if not isinstance(run, TrainingRun):
             continue
-        spec = getattr(run, "init_spec", None)
-        if spec is not None:
+        for key, spec in getattr(run, "start_specs", {}).items():
             label = spec.get("run") if set(spec) == {"run"} else None
             if label is None:
-                raise UserError(f"{where}: run {run.label!r}: train.init must be a checkpoint path or "
+                raise UserError(f"{where}: run {run.label!r}: train.{key} must be a checkpoint path or "
                                 f"{{run: LABEL}} (a run of this suite listed before it), got {spec!r}")
             candidates = seen.get(str(label), [])
             same_seed = [r for r in candidates if r.train.get("seed") == run.train.get("seed")]
             chosen = same_seed if len(candidates) > 1 else candidates
             if len(chosen) != 1:
-                raise UserError(f"{where}: run {run.label!r}: train.init names run {label!r}, which must be listed "
+                raise UserError(f"{where}: run {run.label!r}: train.{key} names run {label!r}, which must be listed "
                                 f"before it with one seed, or with this run's seed {run.train.get('seed')}; runs "
                                 f"before it: {', '.join(seen) or 'none'}")
-            run.init_run = chosen[0].id
+            setattr(run, f"{key}_run", chosen[0].id)
         seen.setdefault(run.label, []).append(run)
 
 

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
-from elit_bench.checkpoint import canonical_hash, read_text
+from elit_bench.checkpoint import canonical_hash, checkpoint_config, read_text
 from elit_bench.data import describe_data, model_input_kwargs
 from elit_bench.data.digits import DEFAULT_RESOLUTION
 from elit_bench.errors import UserError
-from elit_bench.flops import budget_range, train_forward_flops, train_tflops
+from elit_bench.flops import budget_range, forward_flops, train_forward_flops, train_tflops
 from elit_bench.schema import TrainSettings, check
+from elit_bench.training.sharding import check_sharding
 from elit_bench.yamlconfig import parse_yaml
 
 DEFAULTS = TrainSettings().model_dump()  # every key, with its default (elit_bench.schema documents them)
@@ -71,6 +72,40 @@ def build_meta_model(cfg: dict):
 
     with torch.device("meta"):
         return create_model(cfg["model"], **cfg["model_kwargs"])
+
+
+TEACHER_INPUTS = ("in_channels", "input_shape", "num_classes")  # what the student feeds its teacher
+
+
+def teacher_meta_model(cfg: dict, student=None):
+    """`train.teacher`'s model (as its checkpoint's config names it) on the meta device, None without a teacher.
+
+    Reads only the checkpoint's config; a missing file, or a teacher that does not take the student's inputs
+    (channels, input shape, classes with the null label), is a UserError.
+    """
+    if cfg.get("teacher") is None:
+        return None
+    from elit_bench.models import create_model
+
+    path = Path(cfg["teacher"]).expanduser()
+    if not path.is_file():
+        raise UserError(f"train.teacher {cfg['teacher']!r} is not a file: give the checkpoint (.pt) to distil from")
+    teacher_cfg, _ = checkpoint_config(path)
+    with torch.device("meta"):
+        teacher = create_model(teacher_cfg["model"], **(teacher_cfg.get("model_kwargs") or {}))
+    student = student if student is not None else build_meta_model(cfg)
+    differ = [f"{k} {getattr(teacher, k, None)} vs {getattr(student, k, None)}" for k in TEACHER_INPUTS
+              if getattr(teacher, k, None) != getattr(student, k, None)]
+    if differ:
+        raise UserError(f"train.teacher {cfg['teacher']!r} ({teacher_cfg['model']}) does not take this model's inputs "
+                        f"({', '.join(differ)}): give a teacher trained on the same data")
+    return teacher
+
+
+def teacher_forward_flops(cfg: dict, student=None) -> float:
+    """FLOPs per sample of the teacher's forward in a training step (full compute, no gradient); 0 without."""
+    teacher = teacher_meta_model(cfg, student)
+    return 0.0 if teacher is None else float(forward_flops(teacher))
 
 
 def training_budgets(model, cfg: dict) -> list[int | None]:
@@ -117,7 +152,7 @@ def _plain(value):
 
 # keys added after runs were stored, with their defaults: left out of the identity at the default, so those runs
 # keep their ids and still resume
-LATER_KEYS = {"init": None}
+LATER_KEYS = {"init": None, "teacher": None, "distill_weight": None, "time_shift": 1.0, "sharding": "ddp"}
 
 
 def identity(cfg: dict) -> dict:
@@ -171,10 +206,12 @@ def identity_hash(config: dict, length: int = 10) -> str:
 
 
 def expected_train_tflops(model, cfg: dict) -> float:
-    """Training TFLOPs of one iteration in expectation over the variants (budget, patch) drawn uniformly."""
+    """Training TFLOPs of one iteration in expectation over the variants (budget, patch) drawn uniformly, with
+    the teacher's forward per sample when distilling."""
     variants = training_variants(model, cfg)
     batches = variant_batches(model, variants, cfg["batch"], cfg["batch_mode"])
-    return sum(train_tflops(train_forward_flops(model, b, patch_size=p), n)
+    teacher = teacher_forward_flops(cfg, model)
+    return sum(train_tflops(train_forward_flops(model, b, patch_size=p), n) + teacher * n / 1e12
                for (b, p), n in zip(variants, batches)) / len(variants)
 
 
@@ -187,9 +224,12 @@ def resolve_config(config: dict, check_out: bool = True) -> dict:
     cfg["data"] = describe_data(config.get("data", DEFAULTS["data"]), cfg["resolution"])
     cfg["resolution"] = cfg["data"]["resolution"]
     cfg["model_kwargs"] = _model_kwargs(cfg)
-    budgets = training_budgets(build_meta_model(cfg), cfg)
+    model = build_meta_model(cfg)
+    budgets = training_budgets(model, cfg)
     if cfg["init"] is not None and not Path(cfg["init"]).expanduser().is_file():
         raise UserError(f"train.init {cfg['init']!r} is not a file: give the checkpoint (.pt) to fine-tune from")
+    teacher_meta_model(cfg, model)
+    check_sharding(cfg, model)
     if cfg["budget_range"] is not None:  # canonical "JMIN:JMAX"
         cfg["budget_range"] = f"{budgets[0]}:{budgets[-1]}"
     if cfg["logger"] == "wandb" and importlib.util.find_spec("wandb") is None:

@@ -5,7 +5,11 @@ Per GPU, a training step holds
 - the training state: fp32 weights, their gradients, AdamW's two moments and the EMA copy (20 bytes a
   parameter), plus DDP's gradient buckets (4 more) when there are several processes. There is no separate
   fp32 master copy: the weights are fp32 and autocast casts them per op (the bf16 casts it keeps for
-  backward are in the activations' fixed part below);
+  backward are in the activations' fixed part below). Under `train.sharding: fsdp` (`training.sharding`)
+  a GPU holds 1/world of those 20 bytes a parameter, plus the parameters FSDP gathers whole at a time:
+  the root's (embeddings, final layer, Read/Write: gathered for the whole step) and two blocks' (the one
+  running and the next, prefetched) in the compute dtype, and one block's gradients before their
+  reduce-scatter (fp32);
 - the activations saved for backward: `fixed + per_sample * micro_batch`.
 
 The activations are measured, not modelled: one forward of the run's real model at its real input size
@@ -207,20 +211,34 @@ def device_memory(device: torch.device) -> int | None:
     return torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
 
 
-def state_bytes(num_params: int, world: int) -> int:
+def gathered_bytes(model, bf16: bool) -> int:
+    """Bytes of the parameters (and gradients) FSDP holds whole at a time, on top of the shards: the root's own
+    and two blocks' in the compute dtype, and one block's fp32 gradients (see the module docstring)."""
+    from elit_bench.training.sharding import blocks
+
+    sizes = [sum(p.numel() for p in block.parameters()) for block in blocks(model)]
+    root = sum(p.numel() for p in model.parameters()) - sum(sizes)
+    largest = max(sizes, default=0)
+    return (root + 2 * largest) * (2 if bf16 else 4) + 4 * largest
+
+
+def state_bytes(num_params: int, world: int, gathered: int | None = None) -> int:
+    """Training state on one GPU; `gathered`: FSDP's whole parameters (`gathered_bytes`), None under DDP."""
+    if gathered is not None and world > 1:
+        return math.ceil(num_params * STATE_BYTES_PER_PARAM / world) + gathered
     return num_params * (STATE_BYTES_PER_PARAM + (DDP_BYTES_PER_PARAM if world > 1 else 0))
 
 
 def plan_memory(activations: Activations, num_params: int, per_rank_batch: int, world: int, gpu_bytes: float,
-                micro_batch="auto", checkpointing="auto") -> MemoryPlan:
+                micro_batch="auto", checkpointing="auto", gathered: int | None = None) -> MemoryPlan:
     """The micro-batch and checkpointing a run uses on a GPU of `gpu_bytes`.
 
     micro_batch / checkpointing: the run's settings; "auto" picks. An automatic micro-batch is the largest
     that fits, then evened out over the same number of chunks (a rank batch of 48 that fits 20 at a time
     runs as 3 x 16); automatic checkpointing is on only when not even a micro-batch of 1 fits without it.
-    When nothing fits, the plan says so (`fits` False) at a micro-batch of 1.
+    When nothing fits, the plan says so (`fits` False) at a micro-batch of 1. gathered: as for `state_bytes`.
     """
-    state, capacity = state_bytes(num_params, world), int(gpu_bytes * USABLE_FRACTION)
+    state, capacity = state_bytes(num_params, world, gathered), int(gpu_bytes * USABLE_FRACTION)
 
     def largest(ckpt: bool) -> int:
         if micro_batch != "auto":
@@ -244,7 +262,7 @@ def plan_memory(activations: Activations, num_params: int, per_rank_batch: int, 
 def run_memory_plan(name: str, kwargs: dict, model, cfg: dict, world: int, gpu_bytes: float) -> MemoryPlan:
     """`plan_memory` for a training config `cfg` of `create_model(name, **kwargs)` (`model`, on any device, gives
     the parameter count and variants): the costliest variant's activations under the run's GPU precision, its
-    largest rank batch."""
+    largest rank batch, the training state sharded under `sharding: fsdp`."""
     from elit_bench.flops import forward_flops
     from elit_bench.training.config import training_variants, variant_batches
 
@@ -254,5 +272,6 @@ def run_memory_plan(name: str, kwargs: dict, model, cfg: dict, world: int, gpu_b
     bf16 = cfg["precision"] in ("auto", "bf16")  # what the run computes in on a GPU (`trainer.autocast_for`)
     activations = measure_activations(name, kwargs, costliest, bf16)
     num_params = sum(p.numel() for p in model.parameters())
+    gathered = gathered_bytes(model, bf16) if cfg.get("sharding") == "fsdp" else None
     return plan_memory(activations, num_params, max(batches) // world, world, gpu_bytes, cfg["micro_batch"],
-                       cfg["activation_checkpointing"])
+                       cfg["activation_checkpointing"], gathered)

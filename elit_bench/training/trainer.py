@@ -43,11 +43,13 @@ from elit_bench.data import build_dataset
 from elit_bench.data.base import Prefetcher
 from elit_bench.errors import UserError
 from elit_bench.flops import TRAIN_MULTIPLIER, train_forward_flops
-from elit_bench.flow.loss import rectified_flow_loss, sample_timesteps
+from elit_bench.flow.loss import distilled_flow_loss, rectified_flow_loss, sample_timesteps
 from elit_bench.tracking import Tracker
+from elit_bench.training import sharding
 from elit_bench.training.config import (
     identity,
     resolve_config,
+    teacher_forward_flops,
     training_variants,
     variant_batches,
 )
@@ -146,14 +148,20 @@ def warmup_factor(warmup: int):
     return lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
 
 
+def computes_in_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a run computes in bf16: for "bf16", and for "auto" on CUDA."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def autocast_for(precision: str, device: torch.device):
-    """bf16 autocast for "bf16", and for "auto" on CUDA; fp32 (no autocast) otherwise."""
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    """bf16 autocast where the run computes in bf16 (`computes_in_bf16`); fp32 (no autocast) otherwise."""
+    bf16 = computes_in_bf16(precision, device)
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def optimization_step(net, model, ema, optimizer, autocast, x1, y, t, noise, mask=None, grad_clip=None,
-                      ema_decay: float = 0.9999, micro_batch: int | None = None,
+                      ema_decay: float = 0.9999, micro_batch: int | None = None, teacher=None,
+                      distill_weight: float | None = None, parts: dict | None = None,
                       **forward_kwargs) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One iteration's work after the batch is drawn: forward and rectified-flow loss (under `autocast`) and
     backward, gradient clipping, then the optimizer step and the EMA update, unless the gradient is not finite.
@@ -165,28 +173,39 @@ def optimization_step(net, model, ema, optimizer, autocast, x1, y, t, noise, mas
     the batch) restarts from its state for every chunk, so every chunk keeps the latents the whole batch
     would. A non-finite gradient norm (a non-finite loss gives one; under DDP the norm is the same on every
     rank, so all ranks agree) skips the optimizer and EMA updates: deciding that costs one host sync per
-    step. Returns (loss, grad norm before clipping, whether the weights were updated)."""
+    step. With a `teacher` the loss is the rectified-flow loss plus `distill_weight` x the distillation loss
+    (`flow.loss.distillation_loss`, one student forward for both), and `parts`, if given, receives the two
+    terms as "rf_loss" and "distill_loss". Returns (loss, grad norm before clipping, whether the weights were
+    updated)."""
     n = len(x1)
     size = micro_batch or n
     generator = forward_kwargs.get("generator")
     generator_state = generator.get_state() if isinstance(generator, torch.Generator) else None
     no_sync = getattr(net, "no_sync", None)
     optimizer.zero_grad(set_to_none=True)
-    loss = 0.0
+    loss, terms = 0.0, {}
     for start in range(0, n, size):
         chunk = slice(start, start + size)
         if generator_state is not None:
             generator.set_state(generator_state)
-        last = start + size >= n
+        last, weight = start + size >= n, min(size, n - start) / n
         with contextlib.nullcontext() if last or no_sync is None else no_sync():
             with autocast:
-                part = rectified_flow_loss(net, x1[chunk], y[chunk], t[chunk], noise[chunk], mask, **forward_kwargs)
+                batch = (net, x1[chunk], y[chunk], t[chunk], noise[chunk], mask)
+                if teacher is None:
+                    part = rectified_flow_loss(*batch, **forward_kwargs)
+                else:
+                    rf, distill = distilled_flow_loss(*batch, teacher=teacher, **forward_kwargs)
+                    part = rf + distill_weight * distill
+                    for name, term in (("rf_loss", rf), ("distill_loss", distill)):
+                        terms[name] = terms.get(name, 0.0) + term.detach() * weight
                 extra = model.auxiliary_loss() if hasattr(model, "auxiliary_loss") else None
                 if extra is not None:  # a loss the model adds to its own forward (DyDiT's FLOPs target)
                     part = part + extra
-            weight = min(size, n - start) / n
             (part * weight).backward()
         loss = loss + part.detach() * weight
+    if parts is not None:
+        parts.update(terms)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip is not None else float("inf"))
     finite = bool(torch.isfinite(grad_norm))
     if finite:
@@ -202,17 +221,24 @@ class Trainer:
         from elit_bench.models import create_model
         from elit_bench.models.backbones import Backbone
         from elit_bench.models.compile import compile_model
-        from elit_bench.models.loading import load_init_weights
+        from elit_bench.models.loading import load_init_weights, model_from_checkpoint
 
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         torch.manual_seed(derive_seed(cfg["seed"], STREAM_INIT))  # same initial weights on every rank
-        self.model = create_model(cfg["model"], **cfg["model_kwargs"]).to(self.device)
+        fsdp = cfg["sharding"] == "fsdp" and dist.world > 1  # built on the CPU: `shard` moves the shards to the GPU
+        self.model = create_model(cfg["model"], **cfg["model_kwargs"]).to("cpu" if fsdp else self.device)
         if cfg["init"] is not None:  # fine-tuning: start from a trained checkpoint's weights
             load_init_weights(self.model, cfg["init"])
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                                           fused=self.device.type == "cuda")
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(cfg["warmup"]))
+        self.teacher = None  # distillation (`train.teacher`): its EMA weights, frozen, in eval mode
+        if cfg["teacher"] is not None:
+            try:
+                self.teacher = model_from_checkpoint(load_checkpoint(cfg["teacher"]), device=self.device)
+            except UserError as exc:
+                raise UserError(f"train.teacher {cfg['teacher']!r}: {exc}") from None
+            self.teacher.requires_grad_(False)
+        self.teacher_flops = teacher_forward_flops(cfg, self.model)  # its forward per sample, in the throughput
+        self.loss_parts = {}  # the last step's rectified-flow and distillation terms, when distilling
         self.dataset = build_dataset(cfg["data"])
         self.loader = Prefetcher(self.dataset, pin=self.device.type == "cuda")
         mask = self.dataset.loss_mask
@@ -232,12 +258,18 @@ class Trainer:
                 module.checkpoint_blocks = self.checkpointing
 
         self.net = self.model
-        if dist.world > 1:
+        if cfg["sharding"] == "fsdp":
+            sharding.shard([self.model, self.ema, self.teacher], dist, computes_in_bf16(cfg["precision"], self.device))
+        elif dist.world > 1:
             # the multi-patch model leaves the other patchifier unused in each iteration
             unused = getattr(self.model, "patch_options", None) is not None
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=unused)
+        # built over the parameters as sharded (under FSDP AdamW's state is sharded with them)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                                           fused=self.device.type == "cuda")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(cfg["warmup"]))
         if cfg["compile"]:  # the tensor step, one graph per variant and micro-batch shape (at most 2 each)
             compile_model(self.model, graphs=2 * len(self.variants))
         self.autocast = autocast_for(cfg["precision"], self.device)
@@ -260,15 +292,25 @@ class Trainer:
 
     # -- checkpoints
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "step": self.step,
-                "config": self.cfg, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "data_position": self.order.state(), "rng": rng_state(),
-                "nonfinite_steps": self.nonfinite_steps}
+        """What last.pt holds. Under FSDP (collective): model and EMA gathered on rank 0, and instead of the
+        optimizer the name of the sharded checkpoint of this step (`training.sharding`)."""
+        if self.cfg["sharding"] == "fsdp":
+            weights = {"model": sharding.gathered(self.model), "ema": sharding.gathered(self.ema),
+                       "sharded": sharding.folder_name(self.step)}
+        else:
+            weights = {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                       "optimizer": self.optimizer.state_dict()}
+        return {**weights, "step": self.step, "config": self.cfg, "scheduler": self.scheduler.state_dict(),
+                "data_position": self.order.state(), "rng": rng_state(), "nonfinite_steps": self.nonfinite_steps}
 
     def load_state_dict(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.ema.load_state_dict(ckpt["ema"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if "sharded" in ckpt:  # resharded to this run's world size
+            sharding.load_sharded(self.model, self.ema, self.optimizer,
+                                  Path(self.cfg["out"]) / CHECKPOINT.parent / ckpt["sharded"], self.dist)
+        else:
+            self.model.load_state_dict(ckpt["model"])
+            self.ema.load_state_dict(ckpt["ema"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step = ckpt["step"]
         self.order.epoch, self.order.index = ckpt["data_position"]["epoch"], ckpt["data_position"]["index"]
@@ -277,17 +319,24 @@ class Trainer:
 
     def save(self) -> None:
         """Rank 0 writes last.pt (atomically) and, on snapshot steps, a step_XXXXXXX.pt copy too; never
-        non-finite weights (a diverged run keeps its last good checkpoint)."""
+        non-finite weights (a diverged run keeps its last good checkpoint). Under FSDP every rank first writes
+        its shards of the sharded checkpoint that last.pt will name."""
         if not bool(torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()):
             raise UserError(f"training diverged at step {self.step}: the weights are no longer finite; lower "
                             "train.lr, set train.grad_clip or lengthen train.warmup (the last checkpoint holds the "
                             "last finite weights)")
+        out = Path(self.cfg["out"])
+        if self.cfg["sharding"] == "fsdp":
+            sharding.save_sharded(self.model, self.ema, self.optimizer,
+                                  out / CHECKPOINT.parent / sharding.folder_name(self.step), self.dist)
+        state = self.state_dict()
         if self.dist.is_main:
-            out, state = Path(self.cfg["out"]), self.state_dict()
             save_checkpoint(out / CHECKPOINT, state)
             every = self.cfg["snapshot_every"]
             if every and self.step % every == 0:
                 save_checkpoint(out / CHECKPOINT.parent / f"step_{self.step:07d}.pt", state)
+            if "sharded" in state:
+                sharding.prune(out / CHECKPOINT.parent, state["sharded"])
         self.dist.barrier()
 
     # -- one iteration
@@ -311,7 +360,8 @@ class Trainer:
 
         # t, noise and label dropout for the global batch; this rank keeps its slice
         gen = generator(dev, cfg["seed"], STREAM_NOISE, step)
-        t = sample_timesteps(batch, cfg["timesteps"], cfg["timestep_mean"], cfg["timestep_std"], generator=gen)[mine]
+        t = sample_timesteps(batch, cfg["timesteps"], cfg["timestep_mean"], cfg["timestep_std"], generator=gen,
+                             shift=cfg["time_shift"])[mine]
         if self.dataset.posterior:  # a latent from each sample's posterior, drawn for the global batch too
             mean, std = x.chunk(2, dim=1)
             eps = torch.randn((batch, *mean.shape[1:]), generator=generator(dev, cfg["seed"], STREAM_LATENT, step),
@@ -326,12 +376,15 @@ class Trainer:
             kwargs["budget"] = budget
         if patch is not None:
             kwargs["patch_size"] = patch
+        parts = {}
         loss, grad_norm, stepped = optimization_step(
             self.net, self.model, self.ema, self.optimizer, self.autocast, x, y, t, noise, self.loss_mask,
-            cfg["grad_clip"], cfg["ema_decay"], self.micro_batch, **kwargs)
+            cfg["grad_clip"], cfg["ema_decay"], self.micro_batch, self.teacher, cfg["distill_weight"], parts,
+            **kwargs)
         self.scheduler.step()
         self.step += 1
         loss = self.dist.mean(loss.detach())
+        self.loss_parts = {name: self.dist.mean(value) for name, value in parts.items()}
         self.nonfinite_in_a_row = 0 if stepped else self.nonfinite_in_a_row + 1
         self.nonfinite_steps += not stepped
         if self.nonfinite_in_a_row >= cfg["max_nonfinite_steps"]:
@@ -354,7 +407,7 @@ class Trainer:
         writer = Tracker(cfg["out"], cfg["logger"], cfg, purge_step=start + 1 if start else None) if main else None
         bar = tqdm(total=total, initial=start, unit="step", desc="train", dynamic_ncols=True,
                    disable=not (main and cfg["progress"]))
-        losses, budgets, batches, pending = [], [], [], []
+        losses, budgets, batches, pending, pending_parts = [], [], [], [], {}
         window = {"time": time.perf_counter(), "images": 0, "flops": 0.0}
         t_begin = t_first = time.perf_counter()
         try:
@@ -362,25 +415,28 @@ class Trainer:
                 loss, grad_norm, v = self.train_step()
                 budget, batch = self.variants[v][0], self.batches[v]
                 pending.append(loss)
+                for name, value in self.loss_parts.items():
+                    pending_parts.setdefault(name, []).append(value)
                 budgets.append(budget)
                 batches.append(batch)
                 window["images"] += batch
-                window["flops"] += self.flops[v] * TRAIN_MULTIPLIER * batch
+                window["flops"] += (self.flops[v] * TRAIN_MULTIPLIER + self.teacher_flops) * batch
                 if writer is not None and budget is not None:
                     writer.scalars({"train/budget": budget}, self.step)
                 if self.step == start + 1:
                     t_first = time.perf_counter()
                 if self.step % cfg["log_every"] == 0 or self.step == total:
                     values = torch.stack(pending).tolist()  # one device sync per window
+                    parts = {name: float(torch.stack(part).mean()) for name, part in pending_parts.items()}
                     losses += values
-                    pending = []
+                    pending, pending_parts = [], {}
                     now = time.perf_counter()
                     seconds = max(now - window["time"], 1e-9)
                     if writer is not None:
                         scalars = {"loss": sum(values) / len(values), "lr": self.scheduler.get_last_lr()[0],
                                    "grad_norm": float(grad_norm), "images_per_s": window["images"] / seconds,
                                    "model_tflops_per_s": window["flops"] / seconds / 1e12, "batch": batch,
-                                   "nonfinite_steps": self.nonfinite_steps}
+                                   "nonfinite_steps": self.nonfinite_steps, **parts}
                         writer.scalars({f"train/{name}": value for name, value in scalars.items()}, self.step)
                     window = {"time": now, "images": 0, "flops": 0.0}
                     bar.set_postfix(loss=f"{values[-1]:.4f}", refresh=False)
