@@ -270,7 +270,10 @@ class ELIT(PlannedModel):
     spatial axis, i.e. 16 groups for images, and 2 frames for video).
     latents_per_group: J (default: tokens per group, so K = N at full budget).
     variant: "paper" or "official" (the released code's interface, see `VARIANTS`).
+    A trained backbone's checkpoint loads under `base_prefix` (`train.init`); the interface keeps its init.
     """
+
+    base_prefix, new_parameters = "backbone.", ("interface.",)
 
     def __init__(self, backbone: Backbone, blocks=None, group_size=None, latents_per_group=None,
                  read: str = "cross", write: str = "cross", read_depth: int = 1, write_depth: int = 1,
