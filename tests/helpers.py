@@ -61,3 +61,18 @@ def train_ddp(config: dict, out_dir, world: int = 2) -> list[dict]:
 
     mp.spawn(_train_rank_to_file, args=(world, free_port(), config, str(out_dir)), nprocs=world, join=True)
     return [json.loads((Path(out_dir) / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+def tiny_suite(name: str, runs: str) -> str:
+    """A suite file's text: tiny digits models (2 training steps, 8 samples per evaluation) and the given runs
+    (YAML list items, one per line), at scale smoke."""
+    return f"""name: {name}
+base:
+  train: {{data: digits, resolution: 8, batch: 8, steps: 2, ckpt_every: 2, log_every: 1, progress: false,
+          model_kwargs: {{hidden_size: 32, depth: 2, num_heads: 2}}}}
+  sample: {{steps: 2, batch: 8}}
+  metrics: {{names: [digits_acc], num_samples: 8, real: digits}}
+runs:
+{runs}
+scales: {{smoke: {{}}}}
+"""

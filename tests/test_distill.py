@@ -15,6 +15,7 @@ from elit_bench.models import create_model
 from elit_bench.training import train
 from elit_bench.training.config import build_meta_model, expected_train_tflops, identity, resolve_config
 from elit_bench.training.trainer import optimization_step
+from helpers import tiny_suite
 
 TINY_KW = {"hidden_size": 32, "depth": 2, "num_heads": 2}
 INPUTS = {"input_size": 8, "in_channels": 1, "num_classes": 10}
@@ -178,17 +179,8 @@ def test_bad_distillation_settings_are_one_line_errors(tmp_path, teacher_ckpt):
 
 
 # ---------------------------------------------------------------- suites
-DISTILL_SUITE = """name: distill
-base:
-  train: {{data: digits, resolution: 8, batch: 8, steps: 2, ckpt_every: 2, log_every: 1, progress: false,
-          model_kwargs: {{hidden_size: 32, depth: 2, num_heads: 2}}}}
-  sample: {{steps: 2, batch: 8}}
-  metrics: {{names: [digits_acc], num_samples: 8, real: digits}}
-runs:
-  - {{label: teacher, train: {{model: DiT-S/2}}}}
-  - {{label: student, train: {{model: DiT-S/2, init: {{run: teacher}}, teacher: {teacher}}}}}
-scales: {{smoke: {{}}}}
-"""
+DISTILL_RUNS = """  - {label: teacher, train: {model: DiT-S/2}}
+  - {label: student, train: {model: DiT-S/2, init: {run: teacher}, teacher: TEACHER}}"""
 
 
 def test_a_suite_run_distils_from_another_runs_checkpoint(tmp_path):
@@ -199,7 +191,7 @@ def test_a_suite_run_distils_from_another_runs_checkpoint(tmp_path):
 
     def suite(teacher):
         path = tmp_path / f"distill-{len(list(tmp_path.glob('*.yaml')))}.yaml"
-        path.write_text(DISTILL_SUITE.format(teacher=teacher))
+        path.write_text(tiny_suite("distill", DISTILL_RUNS.replace("TEACHER", teacher)))
         return str(path)
 
     teacher, student = load_suite(suite("{run: teacher}")).runs("smoke")

@@ -13,7 +13,7 @@ from elit_bench.flops import _cpu_sdpa_flops, forward_flops, measure_forward_flo
 from elit_bench.models.loading import load_init_weights
 from elit_bench.training import train
 from elit_bench.training.config import resolve_config
-from helpers import randomize, tiny
+from helpers import randomize, tiny, tiny_suite
 
 T = 0.3
 
@@ -170,17 +170,8 @@ def test_a_sample_set_records_the_flops_its_routers_realised(tmp_path):
     assert parts["flops_per_sample"] == pytest.approx(whole["flops_per_sample"], rel=1e-12)
 
 
-FINE_TUNE_SUITE = """name: finetune
-base:
-  train: {{data: digits, resolution: 8, batch: 8, steps: 2, ckpt_every: 2, log_every: 1, progress: false,
-          model_kwargs: {{hidden_size: 32, depth: 2, num_heads: 2}}}}
-  sample: {{steps: 2, batch: 8}}
-  metrics: {{names: [digits_acc], num_samples: 8, real: digits}}
-runs:
-  - {{label: DiT, seeds: {seeds}, train: {{model: DiT-S/2}}}}
-  - {{label: DyDiT, seeds: {seeds}, train: {{model: DyDiT-S/2, init: {init}}}}}
-scales: {{smoke: {{}}}}
-"""
+FINE_TUNE_RUNS = """  - {label: DiT, seeds: SEEDS, train: {model: DiT-S/2}}
+  - {label: DyDiT, seeds: SEEDS, train: {model: DyDiT-S/2, init: INIT}}"""
 
 
 def test_a_suite_run_fine_tunes_from_another_runs_checkpoint(tmp_path, capsys):
@@ -193,7 +184,7 @@ def test_a_suite_run_fine_tunes_from_another_runs_checkpoint(tmp_path, capsys):
 
     def suite(seeds="[0, 1]", init="{run: DiT}"):
         path = tmp_path / f"finetune-{len(list(tmp_path.glob('*.yaml')))}.yaml"
-        path.write_text(FINE_TUNE_SUITE.format(seeds=seeds, init=init))
+        path.write_text(tiny_suite("finetune", FINE_TUNE_RUNS.replace("SEEDS", seeds).replace("INIT", init)))
         return str(path)
 
     dit0, dit1, dy0, dy1 = load_suite(suite()).runs("smoke")
