@@ -31,10 +31,12 @@ COMMAND_MODULES = (
     "elit_bench.sampling.cli",
     "elit_bench.training.cli",
     "elit_bench.data.cli",
+    "elit_bench.data.text_cli",
     "elit_bench.suites.cli",
     "elit_bench.results.cli",
     "elit_bench.results.compare",
     "elit_bench.results.plan",
+    "elit_bench.results.dpg_cli",
     "elit_bench.bench.cli",
     "elit_bench.convert",
 )

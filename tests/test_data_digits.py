@@ -93,7 +93,7 @@ def test_smoke_reference_for_clips_is_the_heldout_clips(tmp_path):
     from elit_bench.data.digits import moving_digits_uint8
     from elit_bench.suites.runner import digits_reference
 
-    ref = np.load(digits_reference(tmp_path, 8, video=True))
+    ref = np.load(digits_reference(tmp_path, 8, data="moving-digits"))
     clips, labels = moving_digits_uint8(8, split="heldout")
     assert ref["arr_0"].shape == (*clips.shape, 3) and (ref["arr_0"] == clips.numpy()[..., None]).all()
     assert (ref["arr_1"] == labels.numpy()).all()

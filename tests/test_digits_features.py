@@ -58,7 +58,7 @@ def test_real_digits_are_a_fixed_subset_of_the_train_split():
     train, _ = digits_uint8(16, "train")
     rows = {im.tobytes() for im in train.numpy()}
     assert all(im[..., 0].tobytes() in rows for im in a.array)
-    clips = real_digits(16, 10, video=True)
+    clips = real_digits(16, 10, data="moving-digits")
     assert clips.array.shape[:2] == (10, 8)
     with pytest.raises(UserError, match="train split has"):
         real_digits(16, len(train) + 1)

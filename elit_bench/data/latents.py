@@ -20,6 +20,7 @@ meta.json::
      "autoencoder": {"path": "<local dir for diffusers from_pretrained>",
                      "scaling_factor": s, "shift_factor": m},
      "flips": true if flipped-* are stored, "posterior": true if std-* are stored,
+     "text": (optional) an `elit-bench encode-text` directory: the labels are its prompt ids,
      "shards": [{"latents": "latents-00000.npy", "labels": "labels-00000.npy", "count": n,
                  ["flipped": ..., "std": ..., "std_flipped": ...]}, ...]}
 
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 
 from elit_bench.data.base import Dataset
+from elit_bench.data.text import prompts_for_latents
 from elit_bench.errors import UserError
 
 FORMAT, VERSION = "elit-latents", 1
@@ -87,12 +89,15 @@ def _extra_arrays(meta: dict) -> list[str]:
 
 
 def latents_description(path) -> dict:
-    """The data description (`config["data"]`) of a latent data set."""
+    """The data description (`config["data"]`) of a latent data set; with "text", its prompts' directory."""
     path = Path(path).expanduser().resolve()
     meta = read_meta(path)
-    return {"name": str(path), "kind": "latents", "resolution": meta["resolution"], "channels": meta["channels"],
-            "num_classes": meta["num_classes"], "frames": meta.get("frames"), "crop": None,
-            "autoencoder": meta["autoencoder"]}
+    description = {"name": str(path), "kind": "latents", "resolution": meta["resolution"],
+                   "channels": meta["channels"], "num_classes": meta["num_classes"], "frames": meta.get("frames"),
+                   "crop": None, "autoencoder": meta["autoencoder"]}
+    if "text" in meta:  # text-to-image: the labels are prompt ids (data/text.py)
+        description["text"] = prompts_for_latents(path, meta)
+    return description
 
 
 class LatentDataset(Dataset):

@@ -30,7 +30,9 @@ from tqdm import tqdm
 from elit_bench import __version__
 from elit_bench.distributed import gather_rows, join, rank_and_world, shard_range
 from elit_bench.errors import UserError, choices_error
+from elit_bench.data.compositional import CATEGORIES
 from elit_bench.metrics import intervals
+from elit_bench.metrics.adherence import adherence, satisfied
 from elit_bench.metrics.extractors import FeatureExtractor, get_extractor
 from elit_bench.metrics.frechet import frechet_distance_stats
 from elit_bench.metrics.inception_score import inception_split_scores
@@ -58,7 +60,7 @@ class MetricSpec:
 
     extractor: str  # registry name
     feature: str  # one of the extractor's outputs
-    kind: str  # "frechet", "is", "pr", "kid" or "accuracy"
+    kind: str  # "frechet", "is", "pr", "kid", "accuracy", "adherence" or "external" (scored outside the harness)
     outputs: tuple[KeySpec, ...]  # the keys it adds to the results
     stats_suffix: str | None = None  # frechet metrics: suffix of mu/sigma in statistics files
 
@@ -69,6 +71,7 @@ class MetricSpec:
 
 DEBIASED = "_debiased"  # suffix of a Frechet metric's debiased estimate (its interval is under the same key)
 INCEPTION, DINOV2, I3D, DIGITS = "inception-v3-tf", "dinov2-vitl14", "i3d-stylegan-v", "digits-cnn"
+PER_SAMPLE_MEAN = ("accuracy", "adherence")  # kinds whose first key is the mean of a 0/1 value per sample
 
 
 def _frechet(name: str, label: str, debiased_label: str, extractor: str, feature: str, suffix: str) -> MetricSpec:
@@ -95,6 +98,15 @@ METRICS: dict[str, MetricSpec] = {
                                                                     "normal-subset-sd"),
                                                             KeySpec("digits_kid_std", None, None))),
     "digits_acc": MetricSpec(DIGITS, "logits", "accuracy", (KeySpec("digits_acc", "Acc(digits)", True, "wilson"),)),
+    # compositional digits (metrics.adherence): the share of samples that do what their prompt asks, per category
+    "t2i_adherence": MetricSpec("digits-cells", "cells", "adherence", (
+        KeySpec("t2i_adherence", "Adherence", True, "wilson"),
+        *(KeySpec(f"t2i_adherence_{c}", f"Adh. ({c})", True, "wilson") for c in CATEGORIES))),
+    # DPG-Bench (mPLUG VQA), scored outside the harness: `elit-bench dpg export`, then `dpg import` (results.dpg)
+    "dpg": MetricSpec("dpg-bench", "vqa", "external", (
+        KeySpec("dpg_avg", "DPG avg", True, "bootstrap"),
+        *(KeySpec(f"dpg_{c}", f"DPG {c}", True, "bootstrap")
+          for c in ("entity", "relation", "attribute", "other", "global")))),
 }
 # derived views: every record key a metric writes, and the direction of those that have one
 KEY_SPECS: dict[str, KeySpec] = {k.name: k for spec in METRICS.values() for k in spec.outputs}
@@ -279,9 +291,11 @@ class Evaluator:
         for name in parse_metrics(metrics):
             spec = METRICS[name]
             key = (source.samples, self.extractor(spec.extractor).name, spec.feature) if source.samples is not None else None
-            if key not in self._features or spec.kind not in ("frechet", "accuracy"):
+            if key not in self._features or spec.kind not in ("frechet", *PER_SAMPLE_MEAN):
                 continue
-            if spec.kind == "accuracy" and source.samples.labels is not None:
+            if spec.kind == "adherence" and source.samples.labels is not None:
+                out[name] = satisfied(self._features[key], source.samples.labels).astype(np.float32)[:, None]
+            elif spec.kind == "accuracy" and source.samples.labels is not None:
                 logits = self._features[key]
                 labels = source.samples.labels
                 if len(labels) != len(logits):  # video clips scored per frame: every frame carries its clip's label
@@ -311,6 +325,10 @@ class Evaluator:
     def compute(self, fake: Source, real: Source | None, metrics: list[str]) -> dict:
         """Metric values plus a ``provenance`` entry; see `compute_metrics`."""
         names = parse_metrics(metrics)
+        external = [n for n in names if METRICS[n].kind == "external"]
+        if external:
+            raise UserError(f"{', '.join(external)} is scored outside the harness: `elit-bench dpg export` the "
+                            "samples, score them with DPG-Bench, then `elit-bench dpg import` the scores")
         two_sided = [n for n in names if METRICS[n].kind in ("frechet", "pr", "kid")]
         if two_sided and real is None:
             raise UserError(f"{', '.join(two_sided)}: a comparison needs the real (reference) samples or statistics too")
@@ -351,6 +369,13 @@ class Evaluator:
                 mean, std = (results[k] for k in spec.keys)
                 bounds[spec.keys[0]] = intervals.normal_interval(mean, std, spec.outputs[0].interval)
                 reference[name] = {"content_sha256": self.content_sha256(real.samples), "num_samples": len(real_features)}
+            elif spec.kind == "adherence":  # the prompt ids are the labels stored with the samples
+                if fake.samples.labels is None:
+                    raise UserError(f"{name} needs the prompt id of every sample: give samples as an .npz with "
+                                    f"prompt ids in arr_1 ({fake.name} has none)")
+                values, prompt_bounds = adherence(fake_features, fake.samples.labels, spec.keys)
+                results.update(values)
+                bounds.update(prompt_bounds)
             else:  # accuracy of a classifier against the labels stored with the samples
                 results[name], bounds[name] = self.accuracy(fake, name, fake_features)
         results["intervals"] = bounds

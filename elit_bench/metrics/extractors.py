@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from elit_bench.data import compositional
 from elit_bench.errors import UserError, choices_error
 from elit_bench.metrics import digits_classifier
 from elit_bench.metrics.weights import file_sha256, hub_dir, load_state_dict, resolve_weights
@@ -259,6 +260,29 @@ class DigitsCNN(FeatureExtractor):
         return {"penultimate": features, "logits": logits}
 
 
+class DigitsCells(DigitsCNN):
+    """The digits classifier read cell by cell on compositional-digits canvases (`data.compositional.CELLS`):
+    per cell, its 10 logits and its ink (mean grey level in [0, 1]); "cells" is (B, 11 x 9) in CELLS order."""
+
+    name = "digits-cells"
+    preprocessing = f"digits-cells:{','.join(compositional.CELLS)};" + DigitsCNN.preprocessing
+    outputs = ("cells",)
+
+    def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        canvas = batch.shape[-1]
+        if batch.shape[-2] != canvas or canvas % 4:
+            raise UserError(f"{self.name} reads square canvases with a side divisible by 4 (digits-t2i), got "
+                            f"{tuple(batch.shape[-2:])}")
+        readings = []
+        for cell in compositional.CELLS:
+            top, left, side = compositional.cell_box(cell, canvas)
+            crop = batch[..., top:top + side, left:left + side]
+            _, logits = self.net(digits_classifier.to_model_input(crop))
+            ink = crop.float().mean(dim=(1, 2, 3)) / 255
+            readings.append(torch.cat([logits, ink[:, None]], dim=1))
+        return {"cells": torch.cat(readings, dim=1)}
+
+
 _REGISTRY: dict[str, Callable[..., FeatureExtractor]] = {}
 
 
@@ -280,5 +304,5 @@ def list_extractors() -> list[str]:
     return sorted(_REGISTRY)
 
 
-for _cls in (InceptionV3TF, DINOv2ViTL14, I3DTorchScript, DigitsCNN):
+for _cls in (InceptionV3TF, DINOv2ViTL14, I3DTorchScript, DigitsCNN, DigitsCells):
     register_extractor(_cls.name, _cls)

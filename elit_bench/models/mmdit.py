@@ -118,6 +118,15 @@ class TextEmbedder(nn.Module):
         return linear_macs(tokens, self.proj)
 
 
+def prompt_embedder(model: nn.Module) -> TextEmbedder:
+    """The `TextEmbedder` of a text-conditioned model (an MM-DiT, or ELIT on one): where its prompt table lives."""
+    found = [m for m in model.modules() if isinstance(m, TextEmbedder)]
+    if len(found) != 1:
+        raise UserError(f"{type(model).__name__} is not text-conditioned: prompts need an MM-DiT (MMDiT-*, "
+                        "ELIT-MMDiT-*)")
+    return found[0]
+
+
 class QwenTimestepEmbedder(TimestepEmbedder):
     """Qwen-Image's timestep embedding: the harness's, with the products in diffusers' order, (t * freqs) * scale.
 

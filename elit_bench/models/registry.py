@@ -247,7 +247,7 @@ MMDIT_SIZES = {"S": (*SIZES["S"], 256, 16), "B": (*SIZES["B"], 256, 16), "QwenIm
 MMDIT_ELIT_BLOCKS = {"QwenImage": (8, 44, 8)}
 
 
-def _mmdit_factory(size: str, elit: bool):
+def _mmdit_factory(size: str, elit: bool, patch: int):
     from elit_bench.models.mmdit import MMDiT
 
     depth, width, heads, text_dim, text_tokens = MMDIT_SIZES[size]
@@ -259,12 +259,13 @@ def _mmdit_factory(size: str, elit: bool):
         if elit and size in MMDIT_ELIT_BLOCKS:
             interface.setdefault("blocks", MMDIT_ELIT_BLOCKS[size])
         kw = {"depth": depth, "hidden_size": width, "num_heads": heads, "text_dim": text_dim,
-              "text_tokens": text_tokens, "patch_size": 2, **kw}
+              "text_tokens": text_tokens, "patch_size": patch, **kw}
         backbone = MMDiT(**kw)
         return ELIT(backbone, **interface) if elit else backbone
     return build
 
 
 for _size in MMDIT_SIZES:
-    register_model(ModelName("MMDiT", _size, "2"), _mmdit_factory(_size, elit=False))
-    register_model(ModelName("ELIT-MMDiT", _size, "2"), _mmdit_factory(_size, elit=True))
+    for _patch in (2, 4):  # /4: the compositional digits' 32 px canvases on a CPU
+        register_model(ModelName("MMDiT", _size, str(_patch)), _mmdit_factory(_size, elit=False, patch=_patch))
+        register_model(ModelName("ELIT-MMDiT", _size, str(_patch)), _mmdit_factory(_size, elit=True, patch=_patch))

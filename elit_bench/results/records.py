@@ -28,7 +28,7 @@ import pandas as pd
 from elit_bench.baselines import baseline_file
 from elit_bench.checkpoint import file_sha256
 from elit_bench.errors import UserError
-from elit_bench.metrics.compute import DEBIASED, METRICS, record_key
+from elit_bench.metrics.compute import DEBIASED, METRICS, PER_SAMPLE_MEAN, record_key
 from elit_bench.metrics.intervals import t_bounds
 from elit_bench.metrics.paired import Arm, cell_interval, difference_interval
 from elit_bench.record import ADVICE, Record
@@ -59,7 +59,7 @@ def _per_sample(metric: str) -> tuple[str, str] | None:
     for name, spec in METRICS.items():
         if spec.kind == "frechet" and metric == name + DEBIASED:
             return name, "frechet"
-        if spec.kind == "accuracy" and metric in spec.keys:
+        if spec.kind in PER_SAMPLE_MEAN and metric == spec.keys[0]:
             return name, "mean"
     return None
 

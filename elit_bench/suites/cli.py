@@ -125,7 +125,7 @@ def plan_run(run) -> dict:
                 "samples": 0}
     samples = sum(e.metrics_settings.num_samples for e in run.evals)
     if isinstance(run, CheckpointRun):
-        return {"run": run.id, "label": run.label, "model": run.checkpoint, "batch": "-", "steps": "-",
+        return {"run": run.id, "label": run.label, "model": run.model or run.checkpoint, "batch": "-", "steps": "-",
                 "train_tflops_per_iter": 0.0, "train_total_pflops": 0.0, "evals": len(run.evals), "samples": samples}
     cfg = run.model_args[2]
     tf = expected_train_tflops(run.meta_model(), cfg)
@@ -197,7 +197,7 @@ def dry_run(args, suite, scale, runs) -> int:
             continue
         print(f"  {p['run']:<40} {p['model']:<16} batch {p['batch']:<4} steps {p['steps']:<7} "
               f"TF/iter {p['train_tflops_per_iter']:<10.4g} total {p['train_total_pflops']:<9.4g} PFLOPs  "
-              f"{p['evals']} eval(s), {p['samples']} samples  {_ratio_text(p['ratios'])}")
+              f"{p['evals']} eval(s), {p['samples']} samples  {_ratio_text(p.get('ratios'))}")
         if "memory" in p:
             print(f"      {describe_memory(p['memory'])}")
         if estimate is not None:

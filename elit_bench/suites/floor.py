@@ -30,39 +30,48 @@ REAL_DATA_RUN = "real-data"  # its folder beside the suite's runs
 SUBSET_SEED = 0  # which training digits form the set
 
 
-def digits_set(resolution: int, split: str, video: bool = False) -> ArraySamples:
-    """Embedded digits (or moving-digits clips) of one split as uint8 RGB samples with labels (grey repeated to 3
-    channels): (N, H, W, 3), or (N, T, H, W, 3) for clips."""
+REFERENCE_PER_PROMPT = 20  # digits-t2i: held-out canvases per prompt in its reference set
+
+
+def digits_set(resolution: int, split: str, data: str = "digits") -> ArraySamples:
+    """The embedded digits data set `data` (digits, moving-digits, digits-t2i) of one split as uint8 RGB samples
+    with labels (grey repeated to 3 channels): (N, H, W, 3), or (N, T, H, W, 3) for clips. digits-t2i: canvases
+    with prompt ids, REFERENCE_PER_PROMPT per prompt for the held-out split, the training canvases otherwise."""
+    from elit_bench.data import compositional
     from elit_bench.data.digits import digits_uint8, moving_digits_uint8
 
-    images, labels = (moving_digits_uint8 if video else digits_uint8)(resolution, split=split)
+    if data == compositional.NAME:
+        per_prompt = REFERENCE_PER_PROMPT if split == "heldout" else compositional.PER_PROMPT
+        images, labels = compositional.compositional_uint8(resolution, split, per_prompt)
+    else:
+        images, labels = (moving_digits_uint8 if data == "moving-digits" else digits_uint8)(resolution, split=split)
     return ArraySamples(np.repeat(images.numpy()[..., None], 3, axis=-1), labels.numpy())
 
 
-def digits_reference(out: Path, resolution: int, video: bool = False) -> Path:
-    """Held-out digits (or clips) as an ADM-layout .npz under OUT/reference/: the smoke scales' real set."""
+def digits_reference(out: Path, resolution: int, data: str = "digits") -> Path:
+    """Held-out samples of an embedded data set as an ADM-layout .npz under OUT/reference/: the smoke scales'
+    real set."""
     from elit_bench.sampling.generate import write_npz
 
-    path = Path(out) / "reference" / f"{'moving-' if video else ''}digits-{resolution}px-heldout.npz"
+    path = Path(out) / "reference" / f"{data}-{resolution}px-heldout.npz"
     if not path.is_file():
-        held = digits_set(resolution, "heldout", video)
+        held = digits_set(resolution, "heldout", data)
         write_npz(path, arr_0=held.array, arr_1=held.labels)
     return path
 
 
-def real_digits(resolution: int, num: int, video: bool = False, seed: int = SUBSET_SEED) -> ArraySamples:
-    """`num` training digits (or clips) drawn without replacement, laid out like `digits_reference`."""
-    train = digits_set(resolution, "train", video)
+def real_digits(resolution: int, num: int, data: str = "digits", seed: int = SUBSET_SEED) -> ArraySamples:
+    """`num` training samples of an embedded data set drawn without replacement, laid out like `digits_reference`."""
+    train = digits_set(resolution, "train", data)
     if num > train.num:
-        raise UserError(f"the real-data floor needs {num} training digits; the train split has {train.num}: "
-                        f"use num_samples <= {train.num} to compare with real data")
+        raise UserError(f"the real-data floor needs {num} training samples of {data}; the train split has "
+                        f"{train.num}: use num_samples <= {train.num} to compare with real data")
     index = np.sort(np.random.default_rng(seed).choice(train.num, num, replace=False))
     return ArraySamples(train.array[index], train.labels[index])
 
 
-def floor_path(scale_dir: Path, resolution: int, num: int, video: bool) -> Path:
-    kind = "moving-digits" if video else "digits"
-    return Path(scale_dir) / REAL_DATA_RUN / "records" / f"{kind}-{resolution}px-n{num}.json"
+def floor_path(scale_dir: Path, resolution: int, num: int, data: str) -> Path:
+    return Path(scale_dir) / REAL_DATA_RUN / "records" / f"{data}-{resolution}px-n{num}.json"
 
 
 def real_data_record(eval_record: Record, metrics: MetricsSettings, names: list[str], samples: ArraySamples,
@@ -83,11 +92,11 @@ def real_data_record(eval_record: Record, metrics: MetricsSettings, names: list[
     # the scale folder's parent is the output folder, which holds the shared reference features
     features = write_features(evaluator, fake, real, names, path, path.parents[4] / "_shared",
                               bool(metrics.options and metrics.options.keep_features))
-    video = data["name"] == "moving-digits"
+    unit = {"moving-digits": "clips", "digits-t2i": "canvases"}.get(data["name"], "digits")
     return Record(
         suite=eval_record.suite, scale=eval_record.scale, run_id=REAL_DATA_RUN, run_label=REAL_DATA_LABEL,
-        eval_id=floor_path(".", data["resolution"], num, video).stem,
-        eval_label=f"{num} {'clips' if video else 'digits'}, {data['resolution']} px", paper_guidance="",
+        eval_id=floor_path(".", data["resolution"], num, data["name"]).stem,
+        eval_label=f"{num} {unit}, {data['resolution']} px", paper_guidance="",
         series=REAL_DATA_LABEL, model=REAL_DATA_LABEL, metrics=scores, intervals=intervals, features=features,
         num_samples=num, sample={}, flops={}, data={"name": data["name"], "resolution": data["resolution"]},
         provenance={**provenance(), "metrics": score_provenance, "metric_names": names,
@@ -109,7 +118,7 @@ def write_real_data_record(scale_dir, eval_record: Record, metrics: MetricsSetti
     if metrics.real != "digits":
         return None
     data = eval_record.data_description
-    path = floor_path(scale_dir, data["resolution"], eval_record.num_samples, data["name"] == "moving-digits")
+    path = floor_path(scale_dir, data["resolution"], eval_record.num_samples, data["name"])
     names = list(metrics.names)
     job = distributed.join()
     held = job.broadcast(_held_metrics(path) if job.is_main else None)
@@ -119,7 +128,7 @@ def write_real_data_record(scale_dir, eval_record: Record, metrics: MetricsSetti
         names = list(dict.fromkeys(held + names))  # another evaluation's metrics: keep the ones already there
     log.info("scoring the real-data floor: %d training digits", eval_record.num_samples)
     try:
-        samples = real_digits(data["resolution"], eval_record.num_samples, data["name"] == "moving-digits")
+        samples = real_digits(data["resolution"], eval_record.num_samples, data["name"])
     except UserError as exc:  # the suite's own records stand without their floor
         log.warning("no real-data record: %s", exc)
         return None

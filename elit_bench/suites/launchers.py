@@ -111,13 +111,15 @@ class SlurmLauncher:
         executor = submitit.AutoExecutor(folder=self.folder or Path(out) / "slurm-logs", cluster="slurm")
         options = {k: v for k, v in self.options.items() if v is not None}
         executor.update_parameters(**options)
-        starts = {run.id: getattr(run, "init_run", None) for run in runs}  # fine-tuning waits for its start
-        first = [run for run in runs if starts[run.id] not in starts]
+        # fine-tuning and distillation wait for the runs they start from, where those are in this submission
+        ids = {run.id for run in runs}
+        starts = {run.id: [i for i in getattr(run, "starts", []) if i in ids] for run in runs}
+        first = [run for run in runs if not starts[run.id]]
         with executor.batch():  # one job array for the runs that start from nothing in this submission
             jobs = [(run, executor.submit(SlurmJob(spec_to_json(run), str(out), progress))) for run in first]
         submitted = {run.id: job for run, job in jobs}
         for run in (r for r in runs if r.id not in submitted):  # listed after the run they start from
-            after = submitted[starts[run.id]].job_id
+            after = ":".join(submitted[i].job_id for i in starts[run.id])
             extra = {**options["slurm_additional_parameters"], "dependency": f"afterok:{after}"}
             executor.update_parameters(slurm_additional_parameters=extra)
             submitted[run.id] = executor.submit(SlurmJob(spec_to_json(run), str(out), progress))

@@ -103,7 +103,7 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
     `training`: the run's `training_summary`, stored as the record's `training`.
     """
     from elit_bench.flops import forward_flops
-    from elit_bench.metrics.compute import Evaluator, parse_metrics, write_features
+    from elit_bench.metrics.compute import METRICS, Evaluator, parse_metrics, write_features
     from elit_bench.metrics.sources import open_source
     from elit_bench.sampling.generate import generate, noise_seeds
     from elit_bench.training.config import build_meta_model
@@ -122,15 +122,19 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
         # an imported checkpoint's data description may not name the digits: `real: digits` and its model tell
         data = {"name": "digits", "resolution": model.input_shape[-1], **train_config["data"]}
         train_config = {**train_config, "data": data}
-        real = digits_reference(rdir.parents[2] / "_shared", data["resolution"], data["name"] == "moving-digits")
+        real = digits_reference(rdir.parents[2] / "_shared", data["resolution"], data["name"])
     options = {"device": job.device, **(metrics.options.evaluator_kwargs() if metrics.options else {})}
     evaluator = Evaluator(progress=progress, **options)
     fake, real = open_source(edir / "samples.npz", "fake"), open_source(real, "real") if real is not None else None
-    scores = evaluator.compute(fake, real, parse_metrics(metrics.names))
+    # metrics scored outside the harness (DPG-Bench: `elit-bench dpg import`) stay pending in the record
+    pending = [n for n in parse_metrics(metrics.names) if METRICS[n].kind == "external"]
+    names = [n for n in parse_metrics(metrics.names) if n not in pending]
+    scores = evaluator.compute(fake, real, names) if names else {}
     score_provenance, score_intervals = scores.pop("provenance", {}), scores.pop("intervals", {})
     # the features behind its Frechet metrics go beside the record, the reference's once per output folder
-    features = write_features(evaluator, fake, real, metrics.names, rdir / RECORDS / f"{ev.id}.json",
-                              rdir.parents[2] / "_shared", bool(metrics.options and metrics.options.keep_features))
+    features = write_features(evaluator, fake, real, names, rdir / RECORDS / f"{ev.id}.json",
+                              rdir.parents[2] / "_shared",
+                              bool(metrics.options and metrics.options.keep_features)) if names else {}
     return Record(
         suite=run.suite, scale=run.scale, run_id=run.id, run_label=run.label, paper_row=run.paper_row,
         paper_setting=run.paper_setting, eval_id=ev.id, eval_label=ev.label, paper_guidance=ev.paper_guidance,
@@ -148,7 +152,7 @@ def evaluate(run: RunSpec, ev: EvalSpec, rdir: Path, train_config: dict, step: i
                **(training_flops(train_config) if isinstance(run, TrainingRun) else {})},
         provenance={**provenance(), "config_hash": run.config_hash, "train_config": train_config,
                     "eval": ev.to_dict(), "checkpoint_sha256": sample_record.get("checkpoint_sha256"),
-                    "metrics": score_provenance},
+                    "metrics": score_provenance, **({"pending_metrics": pending} if pending else {})},
         time=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
@@ -261,12 +265,16 @@ def execute_evaluations(run: TrainingRun | CheckpointRun, rdir: Path, progress: 
         for key, start_id in (("init", run.init_run), ("teacher", run.teacher_run)):
             if start_id is None:
                 continue
+            if key in run.start_checkpoints:  # a checkpoint run of the suite: its file
+                config[key] = run.start_checkpoints[key]
+                continue
             start = rdir.parent / start_id
             if not (start / DONE).is_file():
                 raise UserError(f"run {run.label!r} ({run.id}) starts from run {start_id} (train.{key}), which has "
                                 f"not finished under {str(rdir.parent)!r}: run the suite (its runs go in order) or "
                                 "that run first")
             config[key] = str(start / "train" / "checkpoints" / "last.pt")
+        config.update(run.with_teacher)
         resolved, written = resolve_config(config), {"train": run.train, "checkpoint": None}
     if main:  # rewritten when the run is continued with more steps
         write_json(rdir / RUN_JSON, {"suite": run.suite, "scale": run.scale, "run_id": run.id, "label": run.label,

@@ -98,7 +98,7 @@ REPORT_KINDS = ("table", "plot", "claims")
 SUITE_KEYS = {"name", "title", "paper", "report", "variables", "base", "runs", "evals", "scales", "leaderboard"}
 SECTION_KEYS = {"train", "sample", "metrics", "compute"}
 RUN_KEYS = {"label", "paper_row", "paper_setting", "matrix", "seeds", "unmatched", "train", "sample", "metrics",
-            "compute", "checkpoint"}
+            "compute", "checkpoint", "model"}  # model: a checkpoint run's registry name (dry runs)
 EVAL_KEYS = {"label", "paper_guidance", "series", "matrix", "only", "sample", "metrics"}
 SCALE_KEYS = SECTION_KEYS | {"size", "runs", "evals"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -238,7 +238,16 @@ class TrainingRun(RunSpec):
     init_run: str | None = None
     # `train.teacher: {run: LABEL}`: the id of the suite's run whose final checkpoint this one distils from
     teacher_run: str | None = None
+    # settings that need the teacher (`distill_weight`), held here until the runner names the teacher's checkpoint
+    with_teacher: dict = field(default_factory=dict)
+    # starts (init / teacher) that are checkpoint runs of the suite: their files, by key
+    start_checkpoints: dict = field(default_factory=dict)
     kind: ClassVar[str] = "training"
+
+    @property
+    def starts(self) -> list[str]:
+        """Ids of the suite's runs this one needs finished first (the runs it fine-tunes and distils from)."""
+        return [i for i in dict.fromkeys((self.init_run, self.teacher_run)) if i is not None]
 
     @cached_property
     def config(self) -> dict:
@@ -264,6 +273,7 @@ class TrainingRun(RunSpec):
         and the runs it starts from and distils from, if any."""
         own = identity_hash(self.train)
         starts = [self.init_run] + ([self.teacher_run] if self.teacher_run is not None else [])
+        starts += [self.with_teacher] if self.with_teacher else []
         return own if starts == [None] else canonical_hash([own, *starts], 10)
 
 
@@ -272,6 +282,8 @@ class CheckpointRun(RunSpec):
     """A harness checkpoint evaluated without training (e.g. imported with `elit-bench convert`)."""
 
     checkpoint: str = ""
+    # the registry name the checkpoint holds: lets a dry run plan before the file exists (a variable not set)
+    model: str | None = None
     kind: ClassVar[str] = "checkpoint"
 
     @property
@@ -279,7 +291,16 @@ class CheckpointRun(RunSpec):
         return canonical_hash({"checkpoint": self.checkpoint}, 10)
 
     def meta_model(self):
-        return checkpoint_model(self.checkpoint)
+        if self.model is not None and _VAR.search(self.checkpoint):
+            from elit_bench.models import create_model
+
+            with torch.device("meta"):
+                return create_model(self.model)
+        model = checkpoint_model(self.checkpoint)
+        if self.model is not None and model.name != self.model:
+            raise UserError(f"{self.where}checkpoint {self.checkpoint!r} holds {model.name}, not {self.model} as the "
+                            "suite says")
+        return model
 
 
 @dataclass
@@ -404,15 +425,19 @@ class _Expansion:
             return ComputeRun(label=str(entry.get("label") or compute.get("model")), compute=compute, **common)
         if entry.get("checkpoint"):
             checkpoint = self.substitute(entry["checkpoint"])
-            run = CheckpointRun(label=str(entry.get("label") or checkpoint), checkpoint=checkpoint, **common)
+            run = CheckpointRun(label=str(entry.get("label") or checkpoint), checkpoint=checkpoint,
+                                model=entry.get("model"), **common)
         else:
             train = self.substitute(deep_merge(self.base.get("train") or {}, entry.get("train") or {}))
             if self.size and train.get("model"):
                 train["model"] = resize_model(train["model"], self.size)
             # {run: LABEL}: resolved below
             starts = {key: train.pop(key) for key in ("init", "teacher") if isinstance(train.get(key), dict)}
+            # the distillation weight goes with a teacher that is a run: the runner puts both back
+            with_teacher = {"distill_weight": train.pop("distill_weight")} \
+                if "teacher" in starts and "distill_weight" in train else {}
             run = TrainingRun(label=str(entry.get("label") or train.get("model")), train=train,
-                              unmatched=dict(entry.get("unmatched") or {}), **common)
+                              unmatched=dict(entry.get("unmatched") or {}), with_teacher=with_teacher, **common)
             run.start_specs = starts
         run.evals = [self.evaluation(run, entry, ev) for ev in evals
                      if not ev.get("only") or run.label in ev["only"] or entry.get("label") in ev["only"]]
@@ -587,24 +612,24 @@ def resolve_init_runs(runs: list[RunSpec], where: str) -> None:
     """`train.init: {run: LABEL}` (fine-tuning, e.g. DyDiT from a trained DiT) -> `init_run`, and `train.teacher:
     {run: LABEL}` (distillation) -> `teacher_run`: the id of the run of that label listed earlier, with this run's
     seed where LABEL has several; in place, once batch and steps are settled (they are part of that run's id).
-    The runner gives the training that run's final checkpoint."""
-    seen: dict[str, list[TrainingRun]] = {}
+    The runner gives the training that run's final checkpoint, or the file of a checkpoint run."""
+    seen: dict[str, list[RunSpec]] = {}
     for run in runs:
-        if not isinstance(run, TrainingRun):
-            continue
         for key, spec in getattr(run, "start_specs", {}).items():
             label = spec.get("run") if set(spec) == {"run"} else None
             if label is None:
                 raise UserError(f"{where}: run {run.label!r}: train.{key} must be a checkpoint path or "
                                 f"{{run: LABEL}} (a run of this suite listed before it), got {spec!r}")
             candidates = seen.get(str(label), [])
-            same_seed = [r for r in candidates if r.train.get("seed") == run.train.get("seed")]
+            same_seed = [r for r in candidates if getattr(r, "train", {}).get("seed") == run.train.get("seed")]
             chosen = same_seed if len(candidates) > 1 else candidates
             if len(chosen) != 1:
                 raise UserError(f"{where}: run {run.label!r}: train.{key} names run {label!r}, which must be listed "
                                 f"before it with one seed, or with this run's seed {run.train.get('seed')}; runs "
                                 f"before it: {', '.join(seen) or 'none'}")
             setattr(run, f"{key}_run", chosen[0].id)
+            if isinstance(chosen[0], CheckpointRun):  # an imported checkpoint: its file, nothing to wait for
+                run.start_checkpoints[key] = chosen[0].checkpoint
         seen.setdefault(run.label, []).append(run)
 
 

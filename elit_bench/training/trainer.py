@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from elit_bench import distributed
 from elit_bench.checkpoint import atomic_write, checkpoint_config, load_checkpoint, read_text, save_checkpoint
-from elit_bench.data import build_dataset
+from elit_bench.data import build_dataset, prompt_table
 from elit_bench.data.base import Prefetcher
 from elit_bench.errors import UserError
 from elit_bench.flops import TRAIN_MULTIPLIER, train_forward_flops
@@ -222,11 +222,15 @@ class Trainer:
         from elit_bench.models.backbones import Backbone
         from elit_bench.models.compile import compile_model
         from elit_bench.models.loading import load_init_weights, model_from_checkpoint
+        from elit_bench.models.mmdit import prompt_embedder
 
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         torch.manual_seed(derive_seed(cfg["seed"], STREAM_INIT))  # same initial weights on every rank
         fsdp = cfg["sharding"] == "fsdp" and dist.world > 1  # built on the CPU: `shard` moves the shards to the GPU
         self.model = create_model(cfg["model"], **cfg["model_kwargs"]).to("cpu" if fsdp else self.device)
+        prompts = prompt_table(cfg["data"])  # text-to-image data: labels are prompt ids into this table
+        if prompts is not None:
+            prompt_embedder(self.model).set_prompts(prompts.tokens, prompts.mask)
         if cfg["init"] is not None:  # fine-tuning: start from a trained checkpoint's weights
             load_init_weights(self.model, cfg["init"])
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
