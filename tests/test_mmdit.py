@@ -12,6 +12,7 @@ from elit_bench.flow.guidance import Guidance, GuidedVelocity, build_plan, plan_
 from elit_bench.flow.sampling import time_grid
 from elit_bench.models import create_model, param_count, resize_model
 from elit_bench.models.mmdit import MMDiT, TextCondition
+from elit_bench.models.tome import apply_tome
 from helpers import randomize
 
 TEXT_DIM, TEXT_TOKENS, PROMPTS = 16, 5, 10
@@ -263,3 +264,11 @@ def test_mmdit_is_a_backbone_elit_wraps():
     # catches: the MM-DiT forgetting TaylorSeer's guard (its blocks are not DiT blocks), through ELIT too
     assert isinstance(tiny("MMDiT-S/2"), MMDiT)
     assert not tiny("MMDiT-S/2").runs_dit_blocks and not tiny().runs_dit_blocks
+
+
+@pytest.mark.parametrize("name", ["MMDiT-S/2", "ELIT-MMDiT-S/2"])
+def test_tome_refuses_an_mmdit_with_one_line(name):
+    # ToMe merges the tokens of DiT blocks; a double-stream block would be hooked wrongly, so it must say so
+    with pytest.raises(UserError, match="ToMe applies to") as err:
+        apply_tome(tiny(name), 0.25)
+    assert "\n" not in str(err.value)
