@@ -449,29 +449,35 @@ def write_features(evaluator: Evaluator, fake: Source, real: Source | None, metr
 
     Generated side: RECORD_DIR/<record stem>.<metric>.features.npy (float32 (N, D)); the reference's (when it
     has samples) once under SHARED_DIR/features/, named by the evaluator's cache key (content hash and extractor
-    identity), so every record of a suite points at one file. Both are written atomically (on rank 0) and
-    named in the record with their SHA-256, so a record's numbers can be recomputed and checked from them
-    (`Evaluator.kept_features` says which features are kept).
+    identity) and the first 16 hex digits of the features' own SHA-256, so every record of a suite points at one
+    file, and features of the same reference extracted elsewhere (float32 sums differ across thread counts in
+    the last bits) land beside it instead of over it when results of several runs are gathered in one folder.
+    Both are written atomically (on rank 0) and named in the record with their SHA-256, so a record's numbers
+    can be recomputed and checked from them (`Evaluator.kept_features` says which features are kept).
     """
     from elit_bench.checkpoint import atomic_save
 
-    def save(path: Path, array: np.ndarray) -> dict:
+    def save(name, array: np.ndarray) -> dict:
+        """`name(sha256)` -> the path to write `array` to."""
         buffer = io.BytesIO()
         np.save(buffer, array)
         data = buffer.getvalue()  # hashed here, so every rank can name the file rank 0 writes
+        sha = hashlib.sha256(data).hexdigest()
+        path = name(sha)
         if rank_and_world()[0] == 0:  # the shared reference file too: the same bytes, and a damaged one is mended
             atomic_save(path, lambda f: f.write(data))
-        return {"file": Path(os.path.relpath(path, record_path.parent)).as_posix(),
-                "sha256": hashlib.sha256(data).hexdigest(), "shape": list(array.shape)}
+        return {"file": Path(os.path.relpath(path, record_path.parent)).as_posix(), "sha256": sha,
+                "shape": list(array.shape)}
 
     out = {}
     references = evaluator.kept_features(real, metrics, all_extractors) if real is not None else {}
     for name, array in evaluator.kept_features(fake, metrics, all_extractors).items():
-        out[name] = save(record_path.with_name(f"{record_path.stem}.{name}{FEATURES_SUFFIX}"), array)
+        out[name] = save(lambda _: record_path.with_name(f"{record_path.stem}.{name}{FEATURES_SUFFIX}"), array)
         if name in references and METRICS[name].kind == "frechet":
             spec = METRICS[name]
             key = FeatureCache.key(evaluator.content_sha256(real.samples), evaluator.extractor(spec.extractor).identity())
-            out[name]["reference"] = save(shared_dir / "features" / f"{key}.{spec.feature}.npy", references[name])
+            out[name]["reference"] = save(lambda sha: shared_dir / "features" / f"{key}.{spec.feature}.{sha[:16]}.npy",
+                                          references[name])
     return out
 
 

@@ -4,7 +4,9 @@
 
 x: a column of the records (sample_gflops, train_step, ...) or a measured quantity of the same records;
 y: a metric key; hue / style: columns that split the points into lines and markers; frontier: the
-compute-quality Pareto set (in the metric's declared direction); xlabel / ylabel; logx.
+compute-quality Pareto set (in the metric's declared direction); xlabel / ylabel; logx; logy (a symmetric-log
+y axis, linear below 1, so that intervals reaching 0 still draw and one method far off the others' range does
+not flatten them).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def draw(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
             ax.axhspan(floor["low"], floor["high"], color="0.35", alpha=0.12, lw=0)
     if spec.get("logx"):
         ax.set_xscale("log")
+    if spec.get("logy"):
+        ax.set_yscale("symlog", linthresh=1.0)
     if spec.get("frontier", False):
         # dominated only where the interval of the difference excludes 0 (records.better, docs/intervals.md)
         higher = higher_is_better(y)
@@ -85,7 +89,11 @@ def draw(suite, frame: pd.DataFrame, path_stem: Path) -> list[Path]:
         front = data.iloc[idx]
         ax.plot(front[x], front[y], ls="--", c="k", lw=1, label="Pareto frontier")
     if spec.get("frontier", False) or not floors.empty:
-        ax.legend(fontsize=8)
+        if data[hue].nunique() > 6:  # many curves: the legend beside the axes, not over their points
+            fig.set_size_inches(8.5, 4.2)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize=8)
     ax.set_xlabel(spec.get("xlabel", x))
     ax.set_ylabel(ylabel)
     ax.set_title(textwrap.fill(suite.title + " (bars: 95% intervals)", 70), fontsize=9)
