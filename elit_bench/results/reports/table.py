@@ -189,7 +189,9 @@ def render_table(suite, frame: pd.DataFrame, dest: Path | None = None) -> tuple[
     table = table.fillna("-")
     note = (f"Published: {suite.paper.get('table')} {suite.paper.get('setting') or ''} of the ELIT paper "
             "(baselines/published_results.csv), in parentheses with our relative change."
-            if suite.paper.get("table") else "No published counterpart: cells are ours.")
+            if suite.paper.get("table") and (cmp["paper"].notna().any() or
+                                             ("paper_tf" in cmp and cmp["paper_tf"].notna().any()))
+            else "No published counterpart: cells are ours.")
     apart = cmp[cmp["paper"].notna() & ~cmp["comparable"]]
     if not apart.empty:
         counts = ", ".join(f"{int(o)} here vs {int(p)} in the paper" for o, p in
