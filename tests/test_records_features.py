@@ -74,6 +74,10 @@ def test_a_record_is_recomputed_from_its_features(out):
     # the reference's features are stored once, outside the run, and named by the record
     assert (record_path.parent / record["features"]["digits_fd"]["reference"]["file"]).resolve().parent == (
         out.parents[1] / "_shared" / "features").resolve()
+    # named by its own bytes too: another run's features of the same reference (last bits differ across thread
+    # counts) land beside it when results are gathered, not over it
+    reference = record["features"]["digits_fd"]["reference"]
+    assert Path(reference["file"]).name.endswith(f".{reference['sha256'][:16]}.npy")
     # KID on the digits features, beside the Frechet distance (unbiased: its interval is around it)
     kid = record["intervals"]["digits_kid"]
     assert np.isfinite(record["metrics"]["digits_kid"]) and kid["low"] <= record["metrics"]["digits_kid"] <= kid["high"]

@@ -97,3 +97,27 @@ def test_a_frontier_needs_a_declared_direction(tmp_path):
     suite.raw["report"] = {**suite.report, "y": "digits_kid_std", "ylabel": "spread"}
     with pytest.raises(UserError, match="'digits_kid_std' has no direction"):
         plot.draw(suite, records_frame(load_records(out)), tmp_path / "figure")
+
+
+def test_logy_draws_a_symmetric_log_axis(tmp_path, monkeypatch):
+    # catches: `logy` ignored (one method far off the others' range flattens every other curve)
+    out = tmp_path / "runs"
+    quickstart_records(out)
+    suite = load_suite("quickstart")
+    drawn = []
+    monkeypatch.setattr(plot, "save_figure", lambda fig, stem: drawn.append(fig) or [])
+    for logy, scale in ((False, "linear"), (True, "symlog")):
+        suite.raw["report"] = {**suite.report, "kind": "plot", "logy": logy}
+        plot.draw(suite, records_frame(load_records(out)), tmp_path / "figure")
+        assert drawn[-1].axes[0].get_yscale() == scale
+
+
+def test_a_paper_suite_without_published_cells_says_so(tmp_path):
+    # catches: the cpu scale of a paper suite footnoted as if its cells stood beside published numbers
+    out = tmp_path / "runs"
+    for label in ("no guidance", "CFG"):
+        write_record(out, "table4-t2i", "MM-DiT", None, label, None, {"t2i_adherence": 0.8}, scale="cpu",
+                     model="MMDiT-S/4", data=("digits-t2i", 32), num=500)
+    assert main(["table", "table4-t2i", "--out", str(out), "--scale", "cpu", "--dest", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "table.md").read_text()
+    assert "No published counterpart" in text and "Published:" not in text

@@ -151,3 +151,26 @@ def test_a_teacher_and_its_distilled_elit_are_scored_for_adherence(tmp_path):
     assert by_label[("real data", "16 canvases, 16 px")]["metrics"]["t2i_adherence"] >= 0.8
     assert by_label[("elit", "25% CCFG")]["flops"]["sample_flops_per_sample"] < \
         by_label[("elit", "100% CCFG")]["flops"]["sample_flops_per_sample"]
+
+
+def test_fine_tuning_keeps_the_data_sets_prompts_over_the_init_checkpoints(tmp_path):
+    # catches: train.init loading the checkpoint's own prompt table (a converted Qwen-Image's is empty) over the
+    # data's, so every prompt id would train as the empty prompt
+    from elit_bench.checkpoint import save_checkpoint
+    from elit_bench.distributed import Dist
+    from elit_bench.models import create_model
+    from elit_bench.models.mmdit import prompt_embedder
+    from elit_bench.training.config import resolve_config
+    from elit_bench.training.trainer import Trainer
+
+    kwargs = {"hidden_size": 32, "depth": 2, "num_heads": 2}
+    source = create_model("MMDiT-S/4", **kwargs, **model_input_kwargs(describe_data("digits-t2i", 32)))
+    empty = prompt_embedder(source)
+    empty.set_prompts(torch.zeros_like(empty.prompts), torch.zeros_like(empty.prompt_mask))
+    save_checkpoint(tmp_path / "init.pt", {"model": source.state_dict()})
+    cfg = resolve_config({"model": "MMDiT-S/4", "model_kwargs": kwargs, "data": "digits-t2i", "resolution": 32,
+                          "batch": 4, "steps": 1, "progress": False, "out": str(tmp_path / "run"),
+                          "init": str(tmp_path / "init.pt")})
+    table = prompt_embedder(Trainer(cfg, Dist()).model)
+    wanted = prompt_table(describe_data("digits-t2i", 32))
+    assert torch.equal(table.prompts, wanted.tokens) and torch.equal(table.prompt_mask, wanted.mask)

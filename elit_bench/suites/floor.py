@@ -126,7 +126,7 @@ def write_real_data_record(scale_dir, eval_record: Record, metrics: MetricsSetti
         if set(names) <= set(held):
             return path
         names = list(dict.fromkeys(held + names))  # another evaluation's metrics: keep the ones already there
-    log.info("scoring the real-data floor: %d training digits", eval_record.num_samples)
+    log.info("scoring the real-data floor: %d training samples of %s", eval_record.num_samples, data["name"])
     try:
         samples = real_digits(data["resolution"], eval_record.num_samples, data["name"])
     except UserError as exc:  # the suite's own records stand without their floor

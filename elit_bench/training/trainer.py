@@ -228,11 +228,13 @@ class Trainer:
         torch.manual_seed(derive_seed(cfg["seed"], STREAM_INIT))  # same initial weights on every rank
         fsdp = cfg["sharding"] == "fsdp" and dist.world > 1  # built on the CPU: `shard` moves the shards to the GPU
         self.model = create_model(cfg["model"], **cfg["model_kwargs"]).to("cpu" if fsdp else self.device)
-        prompts = prompt_table(cfg["data"])  # text-to-image data: labels are prompt ids into this table
-        if prompts is not None:
-            prompt_embedder(self.model).set_prompts(prompts.tokens, prompts.mask)
         if cfg["init"] is not None:  # fine-tuning: start from a trained checkpoint's weights
             load_init_weights(self.model, cfg["init"])
+        # text-to-image data: labels are prompt ids into this table; set after init, whose checkpoint carries its
+        # own table (a converted Qwen-Image's is empty)
+        prompts = prompt_table(cfg["data"])
+        if prompts is not None:
+            prompt_embedder(self.model).set_prompts(prompts.tokens, prompts.mask)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.teacher = None  # distillation (`train.teacher`): its EMA weights, frozen, in eval mode
         if cfg["teacher"] is not None:
