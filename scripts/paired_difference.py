@@ -13,6 +13,11 @@ from elit_bench.metrics.compute import DEBIASED
 from elit_bench.results.records import aggregate_seeds, difference_of, load_records, records_frame
 
 
+def fail(message: str) -> None:
+    print(f"paired_difference: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(out, suite, scale, a, b, *metrics):
     agg = aggregate_seeds(records_frame(load_records(out, suite, scale)))
     for metric in metrics:
@@ -22,7 +27,7 @@ def main(out, suite, scale, a, b, *metrics):
             run, _, evaluation = label.partition("/")
             hit = agg[(agg["metric"] == key) & (agg["run"] == run) & (agg["eval"] == evaluation)]
             if len(hit) != 1:
-                sys.exit(f"no single {key} record for {label!r}; runs/evals: {sorted(set(agg['run'] + '/' + agg['eval']))}")
+                fail(f"no single {key} record for {label!r}; runs/evals: {sorted(set(agg['run'] + '/' + agg['eval']))}")
             rows.append(hit.iloc[0])
         d = difference_of(*rows)
         print(f"{key}: {a} {rows[0]['value']:.4g} - {b} {rows[1]['value']:.4g} = {d['estimate']:.4g} "
@@ -30,4 +35,6 @@ def main(out, suite, scale, a, b, *metrics):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 7:
+        fail("usage: python scripts/paired_difference.py OUT SUITE SCALE RUN/EVAL RUN/EVAL METRIC [METRIC ...]")
     main(*sys.argv[1:])
